@@ -1,0 +1,108 @@
+"""Switchboard settings: typed defaults, overridden by ``SWITCHBOARD_*`` environment variables.
+
+Every field of :class:`Settings` can be set from the environment by upper-casing its name
+and adding the prefix, e.g. ``database_url`` -> ``SWITCHBOARD_DATABASE_URL``. Unset
+engine URLs mean the embedded engine (memory delivery log, SQLite, in-process jobs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+ENV_PREFIX = "SWITCHBOARD_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # --- where state lives -------------------------------------------------------------
+    # Directory for the embedded engine's files (SQLite database, generated secret key).
+    data_dir: str = "./var"
+    # SQLAlchemy URL for users, friends, conversations. Empty: SQLite in data_dir.
+    database_url: str = ""
+    # SQLAlchemy URL for chat history when Cassandra is not configured. Empty: same as
+    # database_url.
+    history_url: str = ""
+    # Redis for the delivery log, presence and jobs. Empty: the in-process memory engine.
+    redis_url: str = ""
+    # Comma-separated Cassandra contact points for chat history. Empty: SQL history.
+    cassandra_hosts: str = ""
+
+    # --- security ----------------------------------------------------------------------
+    # Signs access tokens and stream tickets. Empty: generated once and kept in data_dir.
+    secret_key: str = ""
+    token_ttl: int = 30 * 24 * 3600  # access tokens expire after 30 days
+    ticket_ttl: int = 60  # stream tickets are single-use and short-lived
+    # scrypt cost (N = 2**password_hash_log2n). 14 is ~50 ms here; tests lower it.
+    password_hash_log2n: int = 14
+    max_body_bytes: int = 1024 * 1024
+    max_connections_per_user: int = 20
+    send_rate_per_second: float = 20.0  # token bucket refill per user
+    send_rate_burst: int = 60
+    typing_interval: float = 2.0  # at most one typing event per user/conversation per this
+
+    # --- chat limits -------------------------------------------------------------------
+    max_text_length: int = 100_000
+    max_group_members: int = 100
+    max_title_length: int = 200
+    history_page_limit: int = 100
+    client_msg_id_ttl: int = 24 * 3600  # how long a retried send is recognised
+
+    # --- event log and transports -----------------------------------------------------
+    event_log_size: int = 1000  # events kept per user for resume (the hot window)
+    event_log_ttl: int = 24 * 3600  # and no longer than this, in seconds
+    longpoll_max_wait: float = 25.0  # below common 30-60 s proxy idle timeouts
+    sse_heartbeat: float = 15.0  # comment line; keeps proxies from closing idle streams
+    sse_retry_ms: int = 2000
+    ws_ping_interval: float = 25.0
+    events_page_limit: int = 500
+
+    # --- presence ----------------------------------------------------------------------
+    presence_heartbeat: float = 5.0
+    presence_timeout: float = 30.0  # offline after this long without a heartbeat
+    presence_sweep_interval: float = 1.0
+
+    # --- server ------------------------------------------------------------------------
+    require_gevent: bool = False  # wsgi.py sets True: refuse to serve unpatched
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``SWITCHBOARD_*`` variables, then explicit overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _coerce(field, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return dataclasses.replace(self, **overrides)
+
+
+def _coerce(field: dataclasses.Field, raw: str) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "bool":
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{ENV_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind}"
+        ) from None
+    return raw
+
+
+def env_names() -> list[str]:
+    """Every environment variable Switchboard reads (the README lists them)."""
+    return [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]

@@ -1,0 +1,40 @@
+"""gunicorn settings for Switchboard (override any of them on the command line).
+
+Long-lived connections (SSE, WebSocket, long-poll) each hold a greenlet, so one gevent
+worker serves thousands of clients; worker_connections caps that number.
+"""
+
+import os
+
+bind = os.environ.get("SWITCHBOARD_BIND", "127.0.0.1:8080")
+worker_class = "gevent"
+# The memory engine lives in one process: several workers need Redis to share state.
+workers = int(os.environ.get("SWITCHBOARD_WORKERS", "1" if not os.environ.get(
+    "SWITCHBOARD_REDIS_URL") else "2"))
+worker_connections = int(os.environ.get("SWITCHBOARD_WORKER_CONNECTIONS", "10000"))
+# gevent workers heartbeat from their event loop; a worker silent this long is stuck.
+timeout = 30
+# Idle keep-alive connections between long-polls; above the clients' reconnect gap.
+keepalive = 75
+graceful_timeout = int(os.environ.get("SWITCHBOARD_GRACEFUL_TIMEOUT", "30"))
+# No preload: each worker builds its own engines after fork (sockets, Cassandra sessions).
+preload_app = False
+accesslog = os.environ.get("SWITCHBOARD_ACCESS_LOG") or None
+loglevel = os.environ.get("SWITCHBOARD_LOG_LEVEL", "info")
+
+
+def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    # Every worker needs its own random state (ids, tickets) after fork.
+    import random
+
+    random.seed()
+
+
+def on_starting(server):
+    if server.cfg.workers > 1 and not os.environ.get("SWITCHBOARD_REDIS_URL"):
+        raise SystemExit("Switchboard: the embedded memory engine serves one worker; set "
+                         "SWITCHBOARD_REDIS_URL to run several (SWITCHBOARD_WORKERS).")
+
+# gunicorn 27's control socket defaults to one path per user: several gateways on one
+# host (tests, a node per port) would fight over it.
+control_socket_disable = True

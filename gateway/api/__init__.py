@@ -1,0 +1,12 @@
+"""HTTP blueprints, one per area. Handlers parse, authenticate and hand off."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from gateway.api import accounts, conversations, events, meta, presence
+
+    for module in (accounts, conversations, events, presence, meta):
+        app.register_blueprint(module.bp)

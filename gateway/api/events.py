@@ -1,0 +1,221 @@
+"""The four transports over one event log: poll, long-poll, SSE and WebSocket.
+
+Each handler authenticates, builds a :class:`~gateway.feed.Feed` from the client's
+cursor and frames what the feed returns. See docs/protocol.md for the wire formats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+from flask import (
+    Blueprint,
+    Response,
+    copy_current_request_context,
+    jsonify,
+    request,
+    stream_with_context,
+)
+
+from gateway import chat
+from gateway import validation as v
+from gateway import websocket as ws
+from gateway.api.conversations import parse_message_id, parse_send
+from gateway.auth import authenticate, issue_ticket
+from gateway.errors import ApiError, bad_request, too_many
+from gateway.feed import Feed
+from gateway.services import services
+from storage.db import db
+from storage.events import InvalidCursor, encode
+
+bp = Blueprint("events", __name__, url_prefix="/v1/events")
+log = logging.getLogger(__name__)
+
+
+def _open_feed(transport: str, cursor: str | None) -> Feed:
+    session = authenticate(allow_ticket=transport in ("sse", "ws"))
+    svc = services()
+    # A stream holds no database connection for its lifetime.
+    db.session.close()
+    if transport != "poll" and svc.hub.connections(session.user_id) >= (
+            svc.settings.max_connections_per_user):
+        raise too_many("too many live connections for this user")
+    try:
+        return Feed(svc, session.user_id, session.id, cursor, transport)
+    except InvalidCursor as err:
+        raise bad_request(str(err), "invalid_cursor") from None
+
+
+@bp.post("/tickets")
+def ticket():
+    session = authenticate()
+    return jsonify({"ticket": issue_ticket(session.user_id, session.id),
+                    "expires_in": services().settings.ticket_ttl}), 201
+
+
+@bp.get("")
+def poll():
+    settings = services().settings
+    wait = v.query_float("wait", default=0.0, minimum=0.0, maximum=settings.longpoll_max_wait)
+    limit = v.query_int("limit", default=100, minimum=1, maximum=settings.events_page_limit)
+    feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None)
+    try:
+        batch = feed.next(wait, limit)
+    finally:
+        feed.close()
+    body: dict[str, Any] = {"events": batch.events, "cursor": batch.cursor}
+    if batch.closed:
+        body["closed"] = batch.closed
+    return jsonify(body)
+
+
+def _sse_frame(payload: dict[str, Any]) -> str:
+    head = f"id: {payload['id']}\n" if "id" in payload else ""
+    return f"{head}data: {encode(payload)}\n\n"
+
+
+@bp.get("/stream")
+def stream():
+    settings = services().settings
+    cursor = request.headers.get("Last-Event-ID") or request.args.get("cursor") or None
+    feed = _open_feed("sse", cursor)
+
+    def frames() -> Iterator[str]:
+        try:
+            yield f"retry: {settings.sse_retry_ms}\n\n"
+            yield _sse_frame({"id": feed.cursor, "type": "ready",
+                              "data": {"cursor": feed.cursor, "user_id": feed.user_id}})
+            while True:
+                batch = feed.next(settings.sse_heartbeat, settings.events_page_limit)
+                if batch.closed:
+                    yield _sse_frame({"type": "close", "data": {"reason": batch.closed}})
+                    return
+                if not batch.events:
+                    yield ": ping\n\n"
+                for payload in batch.events:
+                    if payload["type"] == "reset":
+                        payload = {**payload, "id": batch.cursor}
+                    yield _sse_frame(payload)
+        finally:
+            feed.close()
+
+    response = Response(stream_with_context(frames()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache, no-transform"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event through now
+    return response
+
+
+class _Hijacked(Response):
+    """Tells gunicorn the connection was taken over: it must write no response."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        raise StopIteration()
+
+
+@bp.route("/ws", methods=["GET"], websocket=True)
+def websocket():
+    problem = ws.handshake_error(request.environ)
+    if problem:
+        raise ApiError(400, "websocket_required", problem)
+    settings = services().settings
+    feed = _open_feed("ws", request.args.get("cursor") or None)
+    sock = ws.ServerWebSocket(request.environ, settings.max_body_bytes)
+    reader = gevent.spawn(_ws_reader, sock, feed, copy_current_request_context(_ws_handle))
+    try:
+        _ws_writer(sock, feed)
+    finally:
+        reader.kill(block=False)
+        feed.close()
+    return _Hijacked()
+
+
+def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
+    settings = services().settings
+    ping_every = settings.ws_ping_interval
+    try:
+        sock.send_json({"id": feed.cursor, "type": "ready",
+                        "data": {"cursor": feed.cursor, "user_id": feed.user_id}})
+        next_ping = time.monotonic() + ping_every
+        while not sock.closed:
+            batch = feed.next(max(0.0, next_ping - time.monotonic()),
+                              settings.events_page_limit)
+            if batch.closed:
+                code = (ws.CLOSE_UNAUTHORIZED if batch.closed == "session_revoked"
+                        else ws.CLOSE_SERVICE_RESTART)
+                sock.close(code, batch.closed)
+                return
+            for payload in batch.events:
+                if payload["type"] == "reset":
+                    payload = {**payload, "id": batch.cursor}
+                sock.send_json(payload)
+            if time.monotonic() >= next_ping:
+                # A protocol ping for proxies, a JSON one for browsers (they hide pings).
+                sock.ping()
+                sock.send_json({"type": "ping", "data": {"cursor": feed.cursor}})
+                next_ping = time.monotonic() + ping_every
+    except ws.WebSocketClosed:
+        pass
+    finally:
+        sock.close(ws.CLOSE_GOING_AWAY)
+
+
+def _ws_reader(sock: ws.ServerWebSocket, feed: Feed, handle: Any) -> None:
+    try:
+        while True:
+            text = sock.receive()
+            if feed.sub.closed:  # revoked or draining: accept nothing more
+                return
+            reply = handle(feed.user_id, text)
+            if reply is not None:
+                sock.send_json(reply)
+    except ws.WebSocketClosed:
+        feed.sub.closed = feed.sub.closed or "client_closed"
+        feed.sub.wake.set()
+
+
+def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
+    """One client frame -> its answer, with the same rules as the HTTP routes."""
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return _ws_error(None, bad_request("frame is not valid JSON", "invalid_json"))
+    if not isinstance(frame, dict):
+        return _ws_error(None, bad_request("frame must be a JSON object", "invalid_json"))
+    ref = frame.get("ref")
+    kind = frame.get("type")
+    try:
+        services().presence.touch(user_id)
+        if kind == "send":
+            conversation_id = v.integer(frame, "conversation_id")
+            client_msg_id, text_ = parse_send(frame)
+            message, created = chat.send_message(user_id, conversation_id,
+                                                 client_msg_id, text_)
+            return {"type": "ack", "ref": ref,
+                    "data": {"message": message.to_json(), "created": created}}
+        if kind == "read":
+            conversation_id = v.integer(frame, "conversation_id")
+            mark = chat.mark_read(user_id, conversation_id, parse_message_id(frame))
+            return {"type": "ack", "ref": ref, "data": {
+                "conversation_id": conversation_id, "seq": mark.seq,
+                "message_id": str(mark.message_id)}}
+        if kind == "typing":
+            conversation_id = v.integer(frame, "conversation_id")
+            return {"type": "ack", "ref": ref,
+                    "data": {"delivered": chat.typing(user_id, conversation_id)}}
+        if kind == "ping":
+            return {"type": "pong", "ref": ref}
+        raise bad_request("unknown frame type", "invalid_frame")
+    except ApiError as err:
+        return _ws_error(ref, err)
+    finally:
+        db.session.close()
+
+
+def _ws_error(ref: Any, err: ApiError) -> dict[str, Any]:
+    return {"type": "error", "ref": ref,
+            "data": {"status": err.status, **err.body()["error"]}}

@@ -1,0 +1,135 @@
+"""Passwords, bearer tokens, stream tickets, and the ``authenticated`` decorator.
+
+Tokens are signed (itsdangerous) and name a server-side session, so logging out
+revokes them at once. Browsers' EventSource and WebSocket cannot send headers: they
+trade their token for a single-use ticket valid for ``ticket_ttl`` seconds, which is
+all that ever appears in a stream URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from gateway.errors import unauthorized
+from gateway.services import services
+from storage.db import db
+from storage.models import AuthSession, now_ms
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SCRYPT_R, _SCRYPT_P = 8, 1
+
+
+def hash_password(password: str, log2n: int) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=1 << log2n, r=_SCRYPT_R,
+                            p=_SCRYPT_P, maxmem=256 * 1024 * 1024, dklen=32)
+    return f"scrypt${log2n}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, log2n, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    candidate = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=1 << int(log2n),
+                               r=_SCRYPT_R, p=_SCRYPT_P, maxmem=256 * 1024 * 1024, dklen=32)
+    return hmac.compare_digest(candidate.hex(), digest)
+
+
+def _serializer(purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"],
+                                  salt=f"switchboard.{purpose}")
+
+
+def issue_token(user_id: int) -> tuple[str, AuthSession]:
+    ttl = services().settings.token_ttl
+    session = AuthSession(id=secrets.token_hex(16), user_id=user_id,
+                          expires_at=now_ms() + ttl * 1000)
+    db.session.add(session)
+    db.session.commit()
+    return _serializer("access").dumps({"u": user_id, "s": session.id}), session
+
+
+def issue_ticket(user_id: int, session_id: str) -> str:
+    return _serializer("ticket").dumps(
+        {"u": user_id, "s": session_id, "n": secrets.token_hex(8)})
+
+
+def _live_session(user_id: Any, session_id: Any) -> AuthSession:
+    if not isinstance(user_id, int) or not isinstance(session_id, str):
+        raise unauthorized("malformed credentials")
+    session = db.session.get(AuthSession, session_id)
+    if (session is None or session.user_id != user_id or session.revoked_at is not None
+            or session.expires_at < now_ms()):
+        raise unauthorized("session expired or revoked")
+    return session
+
+
+def _from_token(token: str) -> AuthSession:
+    try:
+        data = _serializer("access").loads(token, max_age=services().settings.token_ttl)
+    except SignatureExpired:
+        raise unauthorized("token expired") from None
+    except BadSignature:
+        raise unauthorized("invalid token") from None
+    if not isinstance(data, dict):
+        raise unauthorized("invalid token")
+    return _live_session(data.get("u"), data.get("s"))
+
+
+def _from_ticket(ticket: str) -> AuthSession:
+    settings = services().settings
+    try:
+        data = _serializer("ticket").loads(ticket, max_age=settings.ticket_ttl)
+    except SignatureExpired:
+        raise unauthorized("ticket expired") from None
+    except BadSignature:
+        raise unauthorized("invalid ticket") from None
+    if not isinstance(data, dict) or not isinstance(data.get("n"), str):
+        raise unauthorized("invalid ticket")
+    session = _live_session(data.get("u"), data.get("s"))
+    if not services().state.claim_once(f"ticket:{data['n']}", settings.ticket_ttl + 5):
+        raise unauthorized("ticket already used")
+    return session
+
+
+def authenticate(allow_ticket: bool = False) -> AuthSession:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("expected 'Authorization: Bearer <token>'")
+        session = _from_token(token.strip())
+    elif allow_ticket and request.args.get("ticket"):
+        session = _from_ticket(request.args["ticket"])
+    else:
+        raise unauthorized()
+    g.user_id = session.user_id
+    g.session_id = session.id
+    services().presence.touch(session.user_id)
+    return session
+
+
+def authenticated(view: F) -> F:
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authenticate()
+        return view(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
+def revoke(session_id: str) -> None:
+    session = db.session.get(AuthSession, session_id)
+    if session is not None and session.revoked_at is None:
+        session.revoked_at = now_ms()
+        db.session.commit()

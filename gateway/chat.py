@@ -1,0 +1,115 @@
+"""Sending, paging, read receipts and typing: the message flow, apart from transports.
+
+Both the HTTP POST and the WebSocket ``send`` frame call :func:`send_message`, so the
+two give the same result, including for retries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from gateway.conversations import member_ids, require_member
+from gateway.errors import conflict, not_found, too_many
+from gateway.services import Services, services
+from storage.events import EventType, event
+from storage.history import Message, Watermark
+
+
+def _cmid_key(sender_id: int, client_msg_id: str) -> str:
+    return f"cmid:{sender_id}:{client_msg_id}"
+
+
+def _recall(svc: Services, sender_id: int, client_msg_id: str) -> Message | None:
+    raw = svc.state.recall(_cmid_key(sender_id, client_msg_id))
+    if raw is not None:
+        return Message.from_json(json.loads(raw))
+    # Past the memory of SharedState (a restart, an expired key) history still knows.
+    return svc.history.find_by_client_msg_id(sender_id, client_msg_id)
+
+
+def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
+                 text: str) -> tuple[Message, bool]:
+    """Store and fan out a message; a retry of the same client_msg_id returns the first.
+
+    Returns (message, created). The message is acknowledged only after it is durable.
+    """
+    svc = services()
+    require_member(conversation_id, sender_id)
+    existing = _recall(svc, sender_id, client_msg_id)
+    if existing is None:
+        if not svc.state.allow(f"rate:send:{sender_id}", svc.settings.send_rate_per_second,
+                               svc.settings.send_rate_burst):
+            raise too_many("sending too fast; retry with the same client_msg_id")
+        # Concurrent retries of one client_msg_id serialise here; the loser finds the
+        # winner's message on its second look.
+        with svc.state.lock(_cmid_key(sender_id, client_msg_id)):
+            existing = _recall(svc, sender_id, client_msg_id)
+            if existing is None:
+                return _create(svc, sender_id, conversation_id, client_msg_id, text), True
+    if existing.conversation_id != conversation_id:
+        raise conflict("client_msg_id was already used in another conversation",
+                       "client_msg_id_reused")
+    return existing, False
+
+
+def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: str,
+            text: str) -> Message:
+    members = member_ids(conversation_id)
+    # One writer per conversation at a time, so log order matches seq order.
+    with svc.state.lock(f"conv:{conversation_id}"):
+        seq = svc.state.next_seq(conversation_id,
+                                 lambda: svc.history.last_seq(conversation_id))
+        message = Message(id=svc.ids.next_id(), conversation_id=conversation_id, seq=seq,
+                          sender_id=sender_id, client_msg_id=client_msg_id, text=text,
+                          created_at=int(time.time() * 1000))
+        svc.jobs.persist([message])  # the durability point: nothing is acked before it
+        svc.state.remember(_cmid_key(sender_id, client_msg_id),
+                           json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
+        svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
+    # Writing a message means having read the conversation up to it.
+    svc.history.set_watermark(Watermark(conversation_id, sender_id, seq, message.id,
+                                        message.created_at))
+    return message
+
+
+def history_page(user_id: int, conversation_id: int, *, before: int | None,
+                 after: int | None, around: int | None, limit: int) -> list[Message]:
+    require_member(conversation_id, user_id)
+    try:
+        return services().history.page(conversation_id, before=before, after=after,
+                                        around=around, limit=limit)
+    except KeyError:
+        raise not_found("anchor message") from None
+
+
+def mark_read(user_id: int, conversation_id: int, message_id: int) -> Watermark:
+    svc = services()
+    require_member(conversation_id, user_id)
+    message = svc.history.get(conversation_id, message_id)
+    if message is None:
+        raise not_found("message")
+    previous = svc.history.watermarks(conversation_id, [user_id]).get(user_id)
+    mark = svc.history.set_watermark(Watermark(conversation_id, user_id, message.seq,
+                                               message.id, int(time.time() * 1000)))
+    if previous is None or mark.seq > previous.seq:
+        svc.broker.append(member_ids(conversation_id), event(EventType.RECEIPT, {
+            "conversation_id": conversation_id, "user_id": user_id, "seq": mark.seq,
+            "message_id": str(mark.message_id), "at": mark.updated_at}))
+    return mark
+
+
+def typing(user_id: int, conversation_id: int) -> bool:
+    """Tell the other members; False when rate-limited (typing is best-effort)."""
+    svc = services()
+    require_member(conversation_id, user_id)
+    interval = svc.settings.typing_interval
+    if not svc.state.allow(f"rate:typing:{user_id}:{conversation_id}", 1 / interval, 1):
+        return False
+    others = [u for u in member_ids(conversation_id) if u != user_id]
+    svc.broker.publish_ephemeral(others, event(EventType.TYPING, {
+        "conversation_id": conversation_id, "user_id": user_id,
+        "expires_in": interval * 2.5}))
+    return True
+
+

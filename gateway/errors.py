@@ -1,0 +1,80 @@
+"""JSON errors: every failure is ``{"error": {"code", "message"}}`` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def bad_request(message: str, code: str = "invalid_request", **details: Any) -> ApiError:
+    return ApiError(400, code, message, **details)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def unauthorized(message: str = "missing or invalid credentials") -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+def conflict(message: str, code: str = "conflict") -> ApiError:
+    return ApiError(409, code, message)
+
+
+def too_many(message: str = "rate limit exceeded") -> ApiError:
+    return ApiError(429, "rate_limited", message)
+
+
+_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
+               404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
+               415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError):  # type: ignore[no-untyped-def]
+        response = jsonify(err.body())
+        response.status_code = err.status
+        if err.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="switchboard"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):  # type: ignore[no-untyped-def]
+        status = err.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        response = jsonify({"error": {"code": code, "message": err.description}})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        response = jsonify({"error": {"code": "internal", "message": "internal error"}})
+        response.status_code = 500
+        return response

@@ -1,0 +1,75 @@
+"""Feed: one connection's reading of its user's event log, shared by every transport.
+
+Transports differ only in framing. The feed subscribes to the Hub *before* reading, so
+an event appended between the read and the wait still wakes it (no lost wake-up).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+from gateway.services import Services
+from storage.events import EventType
+
+
+class Batch(NamedTuple):
+    events: list[dict[str, Any]]
+    cursor: str
+    closed: str | None  # set when the server ends the connection (revoked, draining)
+
+
+class Feed:
+    def __init__(self, svc: Services, user_id: int, session_id: str, cursor: str | None,
+                 transport: str) -> None:
+        self.svc = svc
+        self.user_id = user_id
+        self.sub = svc.hub.subscribe(user_id, session_id, transport)
+        try:
+            # Validates the cursor (InvalidCursor) before the transport commits to a
+            # response, and fixes the starting point for a client that sent none.
+            first = svc.broker.read(user_id, cursor, 0)
+        except Exception:
+            svc.hub.unsubscribe(self.sub)
+            raise
+        self.cursor = first.cursor
+        self._pending_reset = first.reset
+        self._last_touch = time.monotonic()
+
+    def next(self, timeout: float, limit: int) -> Batch:
+        """Events after the cursor, waiting up to ``timeout`` s for some to arrive."""
+        deadline = time.monotonic() + timeout
+        heartbeat = self.svc.settings.presence_heartbeat
+        while True:
+            self.sub.wake.clear()
+            if self._pending_reset:
+                self._pending_reset = False
+                return Batch([self._reset_event()], self.cursor, None)
+            ephemeral = self.sub.take_ephemeral()
+            read = self.svc.broker.read(self.user_id, self.cursor, limit)
+            self.cursor = read.cursor
+            if read.reset:
+                return Batch([*ephemeral, self._reset_event()], self.cursor, None)
+            if read.events or ephemeral:
+                return Batch([*ephemeral, *read.events], self.cursor, None)
+            if self.sub.closed:
+                return Batch([], self.cursor, self.sub.closed)
+            now = time.monotonic()
+            if now - self._last_touch >= heartbeat:
+                self.touch()
+            remaining = deadline - now
+            if remaining <= 0:
+                return Batch([], self.cursor, None)
+            self.sub.wake.wait(min(remaining, heartbeat))
+
+    def touch(self) -> None:
+        """A live connection is a presence heartbeat."""
+        self._last_touch = time.monotonic()
+        self.svc.presence.touch(self.user_id)
+
+    def _reset_event(self) -> dict[str, Any]:
+        return {"type": EventType.RESET.value,
+                "data": {"cursor": self.cursor, "reason": "cursor_expired"}}
+
+    def close(self) -> None:
+        self.svc.hub.unsubscribe(self.sub)

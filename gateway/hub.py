@@ -1,0 +1,81 @@
+"""Hub: this process' live connections, woken by the broker.
+
+The Hub holds no events; it only knows which users have a live connection here and
+pokes them when their log grows, so each connection reads from its own cursor. All
+delivery state is owned by the app's Hub instance, never by module globals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from typing import Any
+
+from gevent.event import Event
+
+from storage.events import EventType
+
+_EPHEMERAL_BACKLOG = 64  # per connection; typing/presence beyond this are dropped
+
+
+class Subscription:
+    __slots__ = ("user_id", "session_id", "transport", "wake", "ephemeral", "closed")
+
+    def __init__(self, user_id: int, session_id: str, transport: str) -> None:
+        self.user_id = user_id
+        self.session_id = session_id
+        self.transport = transport
+        self.wake = Event()
+        self.ephemeral: deque[dict[str, Any]] = deque(maxlen=_EPHEMERAL_BACKLOG)
+        self.closed: str | None = None  # why the server is ending this connection
+
+    def take_ephemeral(self) -> list[dict[str, Any]]:
+        items = list(self.ephemeral)
+        self.ephemeral.clear()
+        return items
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[int, set[Subscription]] = {}
+
+    def subscribe(self, user_id: int, session_id: str, transport: str) -> Subscription:
+        sub = Subscription(user_id, session_id, transport)
+        self._subs.setdefault(user_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.user_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.user_id]
+
+    def connections(self, user_id: int) -> int:
+        return len(self._subs.get(user_id, ()))
+
+    def counts_by_transport(self) -> Counter[str]:
+        return Counter(s.transport for subs in self._subs.values() for s in subs)
+
+    def on_wake(self, user_ids: Iterable[int]) -> None:
+        for user_id in user_ids:
+            for sub in self._subs.get(user_id, ()):
+                sub.wake.set()
+
+    def on_ephemeral(self, user_ids: Iterable[int], payload: dict[str, Any]) -> None:
+        revoked = payload.get("type") == EventType.SESSION_REVOKED.value
+        for user_id in user_ids:
+            for sub in self._subs.get(user_id, ()):
+                if revoked:
+                    if sub.session_id == payload["data"]["session_id"]:
+                        sub.closed = "session_revoked"
+                        sub.wake.set()
+                    continue
+                sub.ephemeral.append(payload)
+                sub.wake.set()
+
+    def close_all(self, reason: str) -> None:
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.closed = reason
+                sub.wake.set()

@@ -1,0 +1,157 @@
+"""A server WebSocket over the raw socket gunicorn's gevent worker hands to the app.
+
+The handshake is answered by hand (RFC 6455 section 4.2.2); framing is wsproto's. One
+greenlet reads (``receive``), any greenlet may send: sends are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from gevent.lock import Semaphore
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012  # drain: reconnect (elsewhere) and resume from the cursor
+CLOSE_UNAUTHORIZED = 4001
+
+
+class WebSocketClosed(Exception):
+    pass
+
+
+def is_upgrade(environ: dict[str, Any]) -> bool:
+    return (environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+            and "upgrade" in environ.get("HTTP_CONNECTION", "").lower())
+
+
+def handshake_error(environ: dict[str, Any]) -> str | None:
+    if not is_upgrade(environ):
+        return "expected a WebSocket upgrade request"
+    if environ.get("HTTP_SEC_WEBSOCKET_VERSION") != "13":
+        return "unsupported WebSocket version (need 13)"
+    key = environ.get("HTTP_SEC_WEBSOCKET_KEY", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return "invalid Sec-WebSocket-Key"
+    except ValueError:
+        return "invalid Sec-WebSocket-Key"
+    if "gunicorn.socket" not in environ:
+        return "WebSocket needs gunicorn's gevent worker"
+    return None
+
+
+class ServerWebSocket:
+    def __init__(self, environ: dict[str, Any], max_message: int) -> None:
+        self.sock = environ["gunicorn.socket"]
+        self.max_message = max_message
+        self.conn = Connection(ConnectionType.SERVER)
+        self._send_lock = Semaphore()
+        self._pending: list[Any] = []
+        self._text: list[str] = []
+        self.closed = False
+        key = environ["HTTP_SEC_WEBSOCKET_KEY"].encode()
+        accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
+        self.sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                           ).encode())
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._send_lock:
+            try:
+                self.sock.sendall(data)
+            except OSError as err:
+                self.closed = True
+                raise WebSocketClosed(str(err)) from err
+
+    def send_json(self, payload: Any) -> None:
+        self.send_text(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+
+    def send_text(self, text: str) -> None:
+        if self.closed:
+            raise WebSocketClosed("closed")
+        try:
+            self._write(self.conn.send(TextMessage(data=text)))
+        except LocalProtocolError as err:
+            self.closed = True
+            raise WebSocketClosed(str(err)) from err
+
+    def ping(self) -> None:
+        if not self.closed and self.conn.state is ConnectionState.OPEN:
+            self._write(self.conn.send(Ping(payload=b"sb")))
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self.closed:
+            return
+        try:
+            if self.conn.state is ConnectionState.OPEN:
+                self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
+        except (WebSocketClosed, LocalProtocolError):
+            pass
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def receive(self) -> str:
+        """The next text message; raises WebSocketClosed when the peer goes away."""
+        while True:
+            while self._pending:
+                event = self._pending.pop(0)
+                message = self._handle(event)
+                if message is not None:
+                    return message
+            try:
+                data = self.sock.recv(65536)
+            except OSError as err:
+                self.closed = True
+                raise WebSocketClosed(str(err)) from err
+            if not data:
+                self.closed = True
+                raise WebSocketClosed("peer closed the connection")
+            try:
+                self.conn.receive_data(data)
+                self._pending.extend(self.conn.events())
+            except RemoteProtocolError as err:
+                self.close(CLOSE_POLICY, "protocol error")
+                raise WebSocketClosed(str(err)) from err
+
+    def _handle(self, event: Any) -> str | None:
+        if isinstance(event, TextMessage):
+            self._text.append(event.data)
+            if sum(len(part) for part in self._text) > self.max_message:
+                self.close(CLOSE_TOO_BIG, "message too big")
+                raise WebSocketClosed("message too big")
+            if event.message_finished:
+                text = "".join(self._text)
+                self._text.clear()
+                return text
+        elif isinstance(event, BytesMessage):
+            self.close(CLOSE_POLICY, "binary frames are not supported")
+            raise WebSocketClosed("binary frame")
+        elif isinstance(event, Ping):
+            self._write(self.conn.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            try:
+                self._write(self.conn.send(event.response()))
+            except (WebSocketClosed, LocalProtocolError):
+                pass
+            self.closed = True
+            raise WebSocketClosed(f"peer closed ({event.code})")
+        elif isinstance(event, Pong):
+            pass
+        return None

@@ -1,0 +1,38 @@
+"""The Flask-SQLAlchemy handle for users, friends, conversations and memberships."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Pool settings sized for thousands of greenlets sharing a few connections."""
+    if url.startswith("sqlite"):
+        # Long waits instead of "database is locked": SQLite serialises writers.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False},
+                "pool_size": 10, "max_overflow": 40, "pool_timeout": 30}
+    return {"pool_size": 10, "max_overflow": 20, "pool_timeout": 30, "pool_pre_ping": True}
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; NORMAL is durable across process
+    # crashes (not power loss), the usual trade for an embedded chat server.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

@@ -1,0 +1,94 @@
+"""HistoryStore: the durable record of every message and every read watermark.
+
+Contract (every implementation passes tests/contracts/test_history_contract.py):
+
+* ``store`` is idempotent: the message id is the primary key, so writing the same
+  message twice (a retried persist job) leaves one copy, unchanged.
+* Pages are returned oldest first, ordered by the per-conversation ``seq``; ``before``
+  and ``after`` exclude the anchor, ``around`` includes it and centres on it.
+* Watermarks only move forward: setting an older one is a no-op.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    seq: int
+    sender_id: int
+    client_msg_id: str
+    text: str
+    created_at: int  # unix milliseconds
+
+    def to_json(self) -> dict:
+        # Ids are 63-bit: sent as strings so JavaScript clients do not round them.
+        return {"id": str(self.id), "conversation_id": self.conversation_id,
+                "seq": self.seq, "sender_id": self.sender_id,
+                "client_msg_id": self.client_msg_id, "text": self.text,
+                "created_at": self.created_at}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Message:
+        return cls(id=int(data["id"]), conversation_id=int(data["conversation_id"]),
+                   seq=int(data["seq"]), sender_id=int(data["sender_id"]),
+                   client_msg_id=str(data["client_msg_id"]), text=str(data["text"]),
+                   created_at=int(data["created_at"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Watermark:
+    conversation_id: int
+    user_id: int
+    seq: int
+    message_id: int
+    updated_at: int
+
+
+class HistoryStore(abc.ABC):
+    """Messages by conversation, paged by message, plus per-user read watermarks."""
+
+    @abc.abstractmethod
+    def store(self, messages: Sequence[Message]) -> None:
+        """Write messages; rewriting an already stored id changes nothing."""
+
+    @abc.abstractmethod
+    def get(self, conversation_id: int, message_id: int) -> Message | None: ...
+
+    @abc.abstractmethod
+    def page(self, conversation_id: int, *, before: int | None = None,
+             after: int | None = None, around: int | None = None,
+             limit: int = 50) -> list[Message]:
+        """At most ``limit`` messages, oldest first.
+
+        With no anchor: the latest messages. Anchors are message ids of this
+        conversation; an unknown anchor raises ``KeyError``.
+        """
+
+    @abc.abstractmethod
+    def last_seq(self, conversation_id: int) -> int:
+        """The highest stored seq, 0 for an empty conversation."""
+
+    @abc.abstractmethod
+    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
+        """The message a sender stored under this idempotency key, if any."""
+
+    @abc.abstractmethod
+    def set_watermark(self, mark: Watermark) -> Watermark:
+        """Move the user's read mark forward; returns the mark now in force."""
+
+    @abc.abstractmethod
+    def watermarks(self, conversation_id: int,
+                   user_ids: Iterable[int] | None = None) -> dict[int, Watermark]: ...
+
+    def latest(self, conversation_id: int) -> Message | None:
+        page = self.page(conversation_id, limit=1)
+        return page[-1] if page else None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,158 @@
+"""HistoryStore on SQL (SQLite embedded, PostgreSQL in production) via SQLAlchemy Core.
+
+It has its own engine, not the Flask session, so RQ workers can use it without an app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from storage.db import engine_options
+from storage.history import HistoryStore, Message, Watermark
+
+metadata = MetaData()
+
+messages = Table(
+    "messages", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("conversation_id", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("sender_id", Integer, nullable=False),
+    Column("client_msg_id", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("conversation_id", "seq", name="uq_messages_conv_seq"),
+    UniqueConstraint("sender_id", "client_msg_id", name="uq_messages_sender_cmid"),
+)
+
+read_marks = Table(
+    "read_marks", metadata,
+    Column("conversation_id", Integer, primary_key=True, autoincrement=False),
+    Column("user_id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("message_id", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+Index("ix_read_marks_user", read_marks.c.user_id)
+
+
+def _row_message(row: Any) -> Message:
+    return Message(id=row.id, conversation_id=row.conversation_id, seq=row.seq,
+                   sender_id=row.sender_id, client_msg_id=row.client_msg_id,
+                   text=row.text, created_at=row.created_at)
+
+
+class SqlHistoryStore(HistoryStore):
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.engine = engine or create_engine(url, **engine_options(url))
+        metadata.create_all(self.engine)
+        dialect = self.engine.dialect.name
+        self._insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+
+    def store(self, batch: Sequence[Message]) -> None:
+        if not batch:
+            return
+        rows = [{"id": m.id, "conversation_id": m.conversation_id, "seq": m.seq,
+                 "sender_id": m.sender_id, "client_msg_id": m.client_msg_id,
+                 "text": m.text, "created_at": m.created_at} for m in batch]
+        stmt = self._insert(messages).on_conflict_do_nothing(index_elements=["id"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def get(self, conversation_id: int, message_id: int) -> Message | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(messages).where(and_(
+                messages.c.id == message_id,
+                messages.c.conversation_id == conversation_id))).first()
+        return _row_message(row) if row else None
+
+    def page(self, conversation_id: int, *, before: int | None = None,
+             after: int | None = None, around: int | None = None,
+             limit: int = 50) -> list[Message]:
+        if limit <= 0:
+            return []
+        conv = messages.c.conversation_id == conversation_id
+        with self.engine.connect() as conn:
+            anchor_id = before if before is not None else after if after is not None else around
+            if anchor_id is None:
+                rows = conn.execute(select(messages).where(conv)
+                                    .order_by(messages.c.seq.desc()).limit(limit)).all()
+                return [_row_message(r) for r in reversed(rows)]
+            anchor = conn.execute(select(messages.c.seq).where(
+                and_(conv, messages.c.id == anchor_id))).scalar()
+            if anchor is None:
+                raise KeyError(anchor_id)
+            if before is not None:
+                rows = conn.execute(select(messages).where(and_(conv, messages.c.seq < anchor))
+                                    .order_by(messages.c.seq.desc()).limit(limit)).all()
+                return [_row_message(r) for r in reversed(rows)]
+            if after is not None:
+                rows = conn.execute(select(messages).where(and_(conv, messages.c.seq > anchor))
+                                    .order_by(messages.c.seq.asc()).limit(limit)).all()
+                return [_row_message(r) for r in rows]
+            older = conn.execute(select(messages).where(and_(conv, messages.c.seq <= anchor))
+                                 .order_by(messages.c.seq.desc())
+                                 .limit(limit - (limit - 1) // 2)).all()
+            newer = conn.execute(select(messages).where(and_(conv, messages.c.seq > anchor))
+                                 .order_by(messages.c.seq.asc())
+                                 .limit(limit - len(older))).all()
+        return [_row_message(r) for r in [*reversed(older), *newer]]
+
+    def last_seq(self, conversation_id: int) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(messages.c.seq)).where(
+                messages.c.conversation_id == conversation_id)).scalar()
+        return int(value or 0)
+
+    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(messages).where(and_(
+                messages.c.sender_id == sender_id,
+                messages.c.client_msg_id == client_msg_id))).first()
+        return _row_message(row) if row else None
+
+    def set_watermark(self, mark: Watermark) -> Watermark:
+        values = {"conversation_id": mark.conversation_id, "user_id": mark.user_id,
+                  "seq": mark.seq, "message_id": mark.message_id,
+                  "updated_at": mark.updated_at}
+        stmt = self._insert(read_marks).values(**values)
+        # Only a higher seq replaces the stored mark: watermarks never move back.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["conversation_id", "user_id"],
+            set_={k: stmt.excluded[k] for k in ("seq", "message_id", "updated_at")},
+            where=read_marks.c.seq < stmt.excluded.seq)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+        return self.watermarks(mark.conversation_id, [mark.user_id])[mark.user_id]
+
+    def watermarks(self, conversation_id: int,
+                   user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
+        query = select(read_marks).where(read_marks.c.conversation_id == conversation_id)
+        if user_ids is not None:
+            query = query.where(read_marks.c.user_id.in_(list(user_ids)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {r.user_id: Watermark(r.conversation_id, r.user_id, r.seq, r.message_id,
+                                     r.updated_at) for r in rows}
+
+    def close(self) -> None:
+        self.engine.dispose()

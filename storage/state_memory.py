@@ -1,0 +1,93 @@
+"""SharedState for one process (the embedded engine)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from gevent.lock import Semaphore
+
+from storage.state import SharedState
+
+_PURGE_EVERY = 1024  # writes between sweeps of expired keys
+
+
+class LockTimeout(RuntimeError):
+    pass
+
+
+class MemoryState(SharedState):
+    def __init__(self) -> None:
+        self._counters: dict[int, int] = {}
+        self._locks: dict[str, tuple[Semaphore, int]] = {}
+        self._values: dict[str, tuple[float, str]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._writes = 0
+
+    def next_seq(self, conversation_id: int, floor: Callable[[], int]) -> int:
+        current = self._counters.get(conversation_id)
+        if current is None:
+            current = floor()
+        self._counters[conversation_id] = current + 1
+        return current + 1
+
+    @contextmanager
+    def lock(self, name: str, timeout: float = 10.0) -> Iterator[None]:
+        sem, users = self._locks.get(name, (None, 0))
+        if sem is None:
+            sem = Semaphore()
+        self._locks[name] = (sem, users + 1)
+        try:
+            if not sem.acquire(timeout=timeout):
+                raise LockTimeout(name)
+            try:
+                yield
+            finally:
+                sem.release()
+        finally:
+            sem, users = self._locks[name]
+            if users <= 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (sem, users - 1)
+
+    def _expire(self) -> None:
+        self._writes += 1
+        if self._writes % _PURGE_EVERY:
+            return
+        now = time.monotonic()
+        for key in [k for k, (deadline, _) in self._values.items() if deadline < now]:
+            del self._values[key]
+        for key in [k for k, (_, at) in self._buckets.items() if at < now - 3600]:
+            del self._buckets[key]
+
+    def remember(self, key: str, value: str, ttl: float) -> None:
+        self._expire()
+        self._values[key] = (time.monotonic() + ttl, value)
+
+    def recall(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def claim_once(self, key: str, ttl: float) -> bool:
+        if self.recall(key) is not None:
+            return False
+        self.remember(key, "1", ttl)
+        return True
+
+    def allow(self, key: str, rate: float, burst: int) -> bool:
+        self._expire()
+        now = time.monotonic()
+        tokens, at = self._buckets.get(key, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+    def worker_id(self) -> int:
+        return 0

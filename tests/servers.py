@@ -1,0 +1,84 @@
+"""Real servers for tests: the gateway under gunicorn's gevent worker, on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Fast hashing and short intervals so tests observe heartbeats and timeouts quickly.
+TEST_ENV = {
+    "SWITCHBOARD_PASSWORD_HASH_LOG2N": "4",
+    "SWITCHBOARD_SSE_HEARTBEAT": "1",
+    "SWITCHBOARD_WS_PING_INTERVAL": "1",
+    "SWITCHBOARD_PRESENCE_HEARTBEAT": "0.5",
+    "SWITCHBOARD_PRESENCE_TIMEOUT": "2",
+    "SWITCHBOARD_PRESENCE_SWEEP_INTERVAL": "0.2",
+    "SWITCHBOARD_SEND_RATE_PER_SECOND": "1000",
+    "SWITCHBOARD_SEND_RATE_BURST": "1000",
+    "SWITCHBOARD_TYPING_INTERVAL": "0.1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayServer:
+    """``gunicorn -c config/gunicorn.conf.py wsgi:app`` in a subprocess."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **TEST_ENV, "SWITCHBOARD_DATA_DIR": str(data_dir),
+                    **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir / "gunicorn.log"
+
+    def start(self, timeout: float = 30.0) -> GatewayServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not start:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
