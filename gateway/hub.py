@@ -13,6 +13,7 @@ from typing import Any
 
 from gevent.event import Event
 
+from storage.broker import Broker
 from storage.events import EventType
 
 _EPHEMERAL_BACKLOG = 64  # per connection; typing/presence beyond this are dropped
@@ -36,20 +37,31 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
         self._subs: dict[int, set[Subscription]] = {}
+        broker.attach(self)
 
     def subscribe(self, user_id: int, session_id: str, transport: str) -> Subscription:
         sub = Subscription(user_id, session_id, transport)
-        self._subs.setdefault(user_id, set()).add(sub)
+        subs = self._subs.get(user_id)
+        if subs is None:
+            subs = self._subs[user_id] = set()
+            self.broker.watch(user_id)
+        subs.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.user_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.user_id]
+                self.broker.unwatch(sub.user_id)
+
+    def watched(self) -> list[int]:
+        """Users with a live connection here (the Redis broker resubscribes these)."""
+        return list(self._subs)
 
     def connections(self, user_id: int) -> int:
         return len(self._subs.get(user_id, ()))

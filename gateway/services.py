@@ -65,8 +65,7 @@ def build_services(settings: Settings) -> Services:
     broker = MemoryBroker(settings.event_log_size, settings.event_log_ttl)
     state = MemoryState()
     history = SqlHistoryStore(settings.history_url or database_url(settings))
-    hub = Hub()
-    broker.attach(hub)
+    hub = Hub(broker)
     presence = PresenceService(MemoryPresence(settings.presence_timeout), broker)
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
                     ids=IdGenerator(state.worker_id()), jobs=InlineJobQueue(history),

@@ -57,6 +57,16 @@ class Broker(abc.ABC):
     def publish_ephemeral(self, user_ids: Iterable[int], payload: dict[str, Any]) -> None:
         """Best-effort delivery to the users' live connections, in every process."""
 
+    def watch(self, user_id: int) -> None:  # noqa: B027 - optional hook
+        """This process now serves a live connection of ``user_id``: route its wake-ups here.
+
+        Called by the Hub for a user's first live connection in this process; the
+        memory broker needs nothing, the Redis broker subscribes to the user's channel.
+        """
+
+    def unwatch(self, user_id: int) -> None:  # noqa: B027 - optional hook
+        """The user's last live connection in this process closed."""
+
     def tip(self, user_id: int) -> str:
         return self.read(user_id, None, 0).cursor
 

@@ -1,3 +1,10 @@
+"""Every implementation of each role, as fixture parameters for the contract suites.
+
+Memory and SQLite always run. Redis, Redis Cluster and Cassandra run when the test
+command has started them (it exports SWITCHBOARD_TEST_* addresses); otherwise they are
+skipped with a reason, or fail when SWITCHBOARD_REQUIRE_SERVICES=1 (the full test run).
+"""
+
 from __future__ import annotations
 
 import pytest
@@ -6,49 +13,68 @@ from storage.broker_memory import MemoryBroker
 from storage.history_sql import SqlHistoryStore
 from storage.presence_memory import MemoryPresence
 from storage.state_memory import MemoryState
+from tests.services import require_service
 
-BROKERS = ["memory"]
-HISTORIES = ["sqlite"]
-PRESENCES = ["memory"]
-STATES = ["memory"]
+BROKERS = ["memory", "redis", "redis-cluster"]
+STATES = ["memory", "redis", "redis-cluster"]
+PRESENCES = ["memory", "redis", "redis-cluster"]
+HISTORIES = ["sqlite", "postgres", "cassandra"]
 
 
-def _broker(kind: str, size: int):  # type: ignore[no-untyped-def]
+def _broker(kind: str, size: int, request):  # type: ignore[no-untyped-def]
     if kind == "memory":
-        broker = MemoryBroker(size=size)
-        return broker
-    raise ValueError(kind)
+        return MemoryBroker(size=size)
+    from tests.contracts import redis_engines
+
+    return redis_engines.make_broker(require_service(kind), size, request)
 
 
 @pytest.fixture(params=BROKERS)
 def broker(request):  # type: ignore[no-untyped-def]
-    b = _broker(request.param, 1000)
+    b = _broker(request.param, 1000, request)
     yield b
     b.close()
 
 
 @pytest.fixture(params=BROKERS)
 def small_broker(request):  # type: ignore[no-untyped-def]
-    b = _broker(request.param, 5)
-    b.size = 5
+    b = _broker(request.param, 5, request)
     yield b
     b.close()
 
 
-@pytest.fixture(params=HISTORIES)
-def history(request, tmp_path):  # type: ignore[no-untyped-def]
-    store = SqlHistoryStore(f"sqlite:///{tmp_path}/history.db")
-    yield store
-    store.close()
+@pytest.fixture(params=STATES)
+def state(request):  # type: ignore[no-untyped-def]
+    if request.param == "memory":
+        s = MemoryState()
+    else:
+        from tests.contracts import redis_engines
+
+        s = redis_engines.make_state(require_service(request.param), request)
+    yield s
+    s.close()
 
 
 @pytest.fixture(params=PRESENCES)
 def presence(request):  # type: ignore[no-untyped-def]
-    return MemoryPresence(timeout=30.0)
+    if request.param == "memory":
+        return MemoryPresence(timeout=30.0)
+    from tests.contracts import redis_engines
+
+    return redis_engines.make_presence(require_service(request.param), 30.0, request)
 
 
-@pytest.fixture(params=STATES)
-def state(request):  # type: ignore[no-untyped-def]
-    s = MemoryState()
-    yield s
-    s.close()
+@pytest.fixture(params=HISTORIES)
+def history(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        store = SqlHistoryStore(f"sqlite:///{tmp_path}/history.db")
+    elif request.param == "postgres":
+        from tests.contracts import sql_engines
+
+        store = sql_engines.make_postgres_history(require_service("postgres"), request)
+    else:
+        from tests.contracts import cassandra_engines
+
+        store = cassandra_engines.make_history(require_service("cassandra"), request)
+    yield store
+    store.close()
