@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,6 +75,15 @@ class EventTransport:
             batch = self.next_batch(min(remaining, 5.0))
             got.extend(e for e in batch if kind is None or e.get("type") == kind)
         return got
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float) -> dict | None:
+        """The first event matching ``predicate`` within ``timeout`` s, else None."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            for event in self.next_batch(min(remaining, 5.0)):
+                if predicate(event):
+                    return event
+        return None
 
     def __enter__(self) -> EventTransport:
         return self  # open_transport() has connected already

@@ -24,9 +24,10 @@ HISTORIES = ["sqlite", "postgres", "cassandra"]
 def _broker(kind: str, size: int, request):  # type: ignore[no-untyped-def]
     if kind == "memory":
         return MemoryBroker(size=size)
+    url = require_service(kind)
     from tests.contracts import redis_engines
 
-    return redis_engines.make_broker(require_service(kind), size, request)
+    return redis_engines.make_broker(url, size, request)
 
 
 @pytest.fixture(params=BROKERS)
@@ -48,9 +49,10 @@ def state(request):  # type: ignore[no-untyped-def]
     if request.param == "memory":
         s = MemoryState()
     else:
+        url = require_service(request.param)
         from tests.contracts import redis_engines
 
-        s = redis_engines.make_state(require_service(request.param), request)
+        s = redis_engines.make_state(url, request)
     yield s
     s.close()
 
@@ -59,9 +61,10 @@ def state(request):  # type: ignore[no-untyped-def]
 def presence(request):  # type: ignore[no-untyped-def]
     if request.param == "memory":
         return MemoryPresence(timeout=30.0)
+    url = require_service(request.param)
     from tests.contracts import redis_engines
 
-    return redis_engines.make_presence(require_service(request.param), 30.0, request)
+    return redis_engines.make_presence(url, 30.0, request)
 
 
 @pytest.fixture(params=HISTORIES)
@@ -69,12 +72,14 @@ def history(request, tmp_path):  # type: ignore[no-untyped-def]
     if request.param == "sqlite":
         store = SqlHistoryStore(f"sqlite:///{tmp_path}/history.db")
     elif request.param == "postgres":
+        url = require_service("postgres")
         from tests.contracts import sql_engines
 
-        store = sql_engines.make_postgres_history(require_service("postgres"), request)
+        store = sql_engines.make_postgres_history(url, request)
     else:
+        hosts = require_service("cassandra")
         from tests.contracts import cassandra_engines
 
-        store = cassandra_engines.make_history(require_service("cassandra"), request)
+        store = cassandra_engines.make_history(hosts, request)
     yield store
     store.close()
