@@ -7,6 +7,10 @@ Contract (every implementation passes tests/contracts/test_history_contract.py):
 * Pages are returned oldest first, ordered by the per-conversation ``seq``; ``before``
   and ``after`` exclude the anchor, ``around`` includes it and centres on it.
 * Watermarks only move forward: setting an older one is a no-op.
+* The inbox lists, per user, the messages delivered to them, ordered by message id
+  (time order across conversations); appending is idempotent. It serves catch-up for a
+  client whose cursor is older than the delivery log's hot window. Implementations may
+  expire old entries (Cassandra keeps them 30 days); past that a client resyncs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ class Watermark:
     updated_at: int
 
 
+@dataclasses.dataclass(frozen=True)
+class InboxEntry:
+    """A message delivered to a user: enough to order it and to fetch it with ``get``."""
+
+    message_id: int
+    conversation_id: int
+    seq: int
+
+
 class HistoryStore(abc.ABC):
     """Messages by conversation, paged by message, plus per-user read watermarks."""
 
@@ -85,6 +98,16 @@ class HistoryStore(abc.ABC):
     @abc.abstractmethod
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]: ...
+
+    @abc.abstractmethod
+    def inbox_append(self, user_ids: Iterable[int], message: Message) -> None:
+        """Add ``message`` to each user's inbox; appending it again changes nothing."""
+
+    @abc.abstractmethod
+    def inbox_page(self, user_id: int, after_message_id: int | None = None,
+                   limit: int = 100) -> list[InboxEntry]:
+        """At most ``limit`` entries with a message id above ``after_message_id`` (all
+        when None), oldest first. The anchor need not be in the inbox."""
 
     def latest(self, conversation_id: int) -> Message | None:
         page = self.page(conversation_id, limit=1)

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from storage.db import engine_options
-from storage.history import HistoryStore, Message, Watermark
+from storage.history import HistoryStore, InboxEntry, Message, Watermark
 
 metadata = MetaData()
 
@@ -53,6 +53,15 @@ read_marks = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 Index("ix_read_marks_user", read_marks.c.user_id)
+
+# Per-user message references, in message id order (the Cassandra inbox's mirror).
+inbox = Table(
+    "inbox", metadata,
+    Column("user_id", Integer, primary_key=True, autoincrement=False),
+    Column("message_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("conversation_id", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
 
 
 def _row_message(row: Any) -> Message:
@@ -153,6 +162,28 @@ class SqlHistoryStore(HistoryStore):
             rows = conn.execute(query).all()
         return {r.user_id: Watermark(r.conversation_id, r.user_id, r.seq, r.message_id,
                                      r.updated_at) for r in rows}
+
+    def inbox_append(self, user_ids: Iterable[int], message: Message) -> None:
+        rows = [{"user_id": u, "message_id": message.id,
+                 "conversation_id": message.conversation_id, "seq": message.seq}
+                for u in sorted(set(user_ids))]
+        if not rows:
+            return
+        stmt = self._insert(inbox).on_conflict_do_nothing(
+            index_elements=["user_id", "message_id"])
+        with self.engine.begin() as conn:
+            conn.execute(stmt, rows)
+
+    def inbox_page(self, user_id: int, after_message_id: int | None = None,
+                   limit: int = 100) -> list[InboxEntry]:
+        if limit <= 0:
+            return []
+        query = select(inbox).where(inbox.c.user_id == user_id)
+        if after_message_id is not None:
+            query = query.where(inbox.c.message_id > after_message_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(inbox.c.message_id).limit(limit)).all()
+        return [InboxEntry(r.message_id, r.conversation_id, r.seq) for r in rows]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,19 +1,37 @@
-"""HistoryStore contract: paging by anchor, idempotent writes, watermarks."""
+"""HistoryStore contract: paging by anchor, idempotent writes, watermarks, inbox."""
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 
-from storage.history import Message, Watermark
-from storage.ids import IdGenerator
+from storage.history import InboxEntry, Message, Watermark
+from storage.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS
 
-_ids = IdGenerator(7)
+# Message ids as the gateway's IdGenerator lays them out, but one millisecond of id time
+# apart: stores that bucket by id time (Cassandra, with tiny test buckets) then spread a
+# conversation over many buckets, so every paging test crosses bucket boundaries.
+_clock = itertools.count(int(time.time() * 1000))
 
 
-def make(conversation_id: int, seqs: range, sender: int = 1) -> list[Message]:
-    return [Message(id=_ids.next_id(), conversation_id=conversation_id, seq=s, sender_id=sender,
+def spaced_ids(count: int, gap_ms: int = 1) -> list[int]:
+    """Increasing ids, ``gap_ms`` of id time apart (worker 7, sequence 0)."""
+    ids = []
+    for _ in range(count):
+        ms = next(_clock)
+        for _ in range(gap_ms - 1):
+            next(_clock)
+        ids.append(((ms - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (7 << SEQUENCE_BITS))
+    return ids
+
+
+def make(conversation_id: int, seqs: range, sender: int = 1, gap_ms: int = 1) -> list[Message]:
+    ids = spaced_ids(len(seqs), gap_ms)
+    return [Message(id=i, conversation_id=conversation_id, seq=s, sender_id=sender,
                     client_msg_id=f"c{conversation_id}-{s}", text=f"m{s}",
-                    created_at=1_800_000_000_000 + s) for s in seqs]
+                    created_at=1_800_000_000_000 + s) for i, s in zip(ids, seqs, strict=True)]
 
 
 def seqs(page: list[Message]) -> list[int]:
@@ -88,3 +106,69 @@ def test_watermarks_only_move_forward(history):
     marks = history.watermarks(9)
     assert {u: m.seq for u, m in marks.items()} == {1: 8, 2: 1}
     assert list(history.watermarks(9, [2])) == [2]
+
+
+def test_paging_skips_empty_buckets(history):
+    # Bursts separated by silences hundreds of (test) buckets long, written out of order.
+    bursts = []
+    for b in range(4):
+        spaced_ids(1, gap_ms=5000)  # a silence before each burst
+        bursts.append(make(10, range(b * 10 + 1, b * 10 + 11)))
+    history.store(bursts[2] + bursts[0])
+    history.store(bursts[3] + bursts[1])
+    everything = [m for burst in bursts for m in burst]
+    assert history.page(10, limit=100) == everything
+    assert seqs(history.page(10, before=bursts[2][0].id, limit=12)) == list(range(9, 21))
+    assert seqs(history.page(10, after=bursts[0][-1].id, limit=12)) == list(range(11, 23))
+    assert seqs(history.page(10, around=bursts[1][0].id, limit=6)) == list(range(8, 14))
+    page, seen = history.page(10, after=everything[0].id, limit=7), [1]
+    while page:
+        seen += seqs(page)
+        page = history.page(10, after=page[-1].id, limit=7)
+    assert seen == list(range(1, 41))
+
+
+def test_watermarks_of_unknown_users_are_absent(history):
+    assert history.watermarks(11) == {}
+    history.set_watermark(Watermark(11, 5, 2, 200, 1000))
+    assert history.watermarks(11, []) == {}
+    assert list(history.watermarks(11, [5, 6])) == [5]
+
+
+# --- inbox catch-up ------------------------------------------------------------------
+
+
+def entry(m: Message) -> InboxEntry:
+    return InboxEntry(m.id, m.conversation_id, m.seq)
+
+
+def test_inbox_catch_up_pages_in_message_order(history):
+    # Two conversations interleaved in time, delivered to overlapping members.
+    a, b = make(20, range(1, 31)), make(21, range(1, 31))
+    timeline = sorted(a + b, key=lambda m: m.id)
+    for m in timeline:
+        history.inbox_append([1, 2] if m.conversation_id == 20 else [2, 3], m)
+    assert history.inbox_page(1, limit=100) == [entry(m) for m in a]
+    assert history.inbox_page(3, limit=100) == [entry(m) for m in b]
+    caught_up, page = [], history.inbox_page(2, limit=7)
+    while page:
+        caught_up += page
+        page = history.inbox_page(2, after_message_id=page[-1].message_id, limit=7)
+    assert caught_up == [entry(m) for m in timeline]
+    assert history.inbox_page(4) == [] and history.inbox_page(2, limit=0) == []
+
+
+def test_inbox_resumes_after_any_id_and_ignores_repeats(history):
+    msgs = make(22, range(1, 21), gap_ms=40)
+    for m in msgs:
+        history.inbox_append([9], m)
+    for m in msgs[5:12]:  # a retried fan-out job
+        history.inbox_append([9, 9], m)
+    assert history.inbox_page(9, limit=100) == [entry(m) for m in msgs]
+    # The anchor is any id: the client's last seen message, even one never in the inbox.
+    assert history.inbox_page(9, after_message_id=msgs[9].id, limit=3) == [
+        entry(m) for m in msgs[10:13]]
+    assert history.inbox_page(9, after_message_id=msgs[9].id + 1, limit=3) == [
+        entry(m) for m in msgs[10:13]]
+    assert history.inbox_page(9, after_message_id=msgs[-1].id) == []
+    history.inbox_append([], msgs[0])  # no recipients is not an error
