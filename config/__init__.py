@@ -29,6 +29,24 @@ class Settings:
     redis_url: str = ""
     # Comma-separated Cassandra contact points for chat history. Empty: SQL history.
     cassandra_hosts: str = ""
+    # CQL port of every contact point; an entry "host:port" in cassandra_hosts overrides it
+    # (test nodes run on random ports).
+    cassandra_port: int = 9042
+    # One keyspace per deployment; tests create a throwaway one per test.
+    cassandra_keyspace: str = "switchboard"
+    # CQL replication map, used only when the schema command creates the keyspace. The
+    # default suits one development node; production uses
+    # "{'class': 'NetworkTopologyStrategy', '<dc>': 3}" so LOCAL_QUORUM survives a node loss.
+    cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    # Reads and writes. LOCAL_QUORUM with RF 3 means a read sees every acknowledged write
+    # and one node per DC may be down, without waiting on other data centres.
+    cassandra_consistency: str = "LOCAL_QUORUM"
+    # Data centre the driver routes to. Empty: the DC of the first contact point reached.
+    cassandra_local_dc: str = ""
+    # Width of a history partition (messages and inbox). 10 days keeps a busy group's
+    # partition in the tens of MB while a page of a quiet chat stays a single read;
+    # fixed for a keyspace's life (the schema command records and enforces it).
+    history_bucket_days: int = 10
 
     # --- security ----------------------------------------------------------------------
     # Signs access tokens and stream tickets. Empty: generated once and kept in data_dir.

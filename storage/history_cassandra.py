@@ -1,0 +1,446 @@
+"""HistoryStore on Cassandra (cassandra-driver), the scaled engine for chat history.
+
+Schema and its reasons: storage/cassandra_schema.py (create it with
+``python -m storage.cassandra_schema`` before starting gateways or workers).
+
+Ordering. Rows are clustered by message id, but the contract orders by ``seq``. We rely
+on id order == seq order within a conversation: the gateway assigns seq and id together
+under the conversation's lock, seq from an atomic counter and the id from a time-sortable
+Snowflake generator, so a later seq gets a later id as long as the ids of one
+conversation come from clocks that do not step back across nodes (IdGenerator never
+steps back within a process). Pages are therefore read by id and returned as stored.
+
+Process model. Nothing connects in the constructor: gunicorn builds the app before it
+forks workers, and a driver session (threads, sockets, an event loop) does not survive a
+fork. The session is created on first use in each process, under a lock, and re-created
+if the process id changed; its statements are prepared once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cassandra import ConsistencyLevel, InvalidRequest, ProtocolVersion
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.concurrent import execute_concurrent
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
+
+from storage.cassandra_schema import SchemaError, quote_keyspace, recorded_bucket_ms
+from storage.history import HistoryStore, InboxEntry, Message, Watermark
+from storage.ids import id_time_ms
+
+DAY_MS = 24 * 3600 * 1000
+MAX_ID = (1 << 63) - 1
+# An unlogged batch is one mutation when all its rows share a partition; Cassandra warns
+# above batch_size_warn_threshold (5 KiB) and refuses above the fail threshold (50 KiB),
+# so batches are cut well below the latter. 50 rows bounds one request's latency.
+BATCH_MAX_ROWS = 50
+BATCH_MAX_BYTES = 32 * 1024
+# In-flight requests per store() call: enough to hide round trips, few enough not to
+# flood one connection's stream ids or the node's native transport queue.
+CONCURRENCY = 64
+# A lost LWT race means another device moved the mark; a few rounds always settle it.
+WATERMARK_ATTEMPTS = 8
+
+_MESSAGE_COLUMNS = ("conversation_id, message_id, seq, sender_id, client_msg_id, text, "
+                    "created_at")
+
+
+def connection_class() -> type | None:
+    """GeventConnection when gevent patched sockets (the gunicorn worker), else the default.
+
+    The driver's default reactor (libev, else asyncore) runs its own IO thread, which
+    under gevent would block the hub; the gevent reactor cooperates with it instead.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return None
+    if monkey.is_module_patched("socket"):
+        from cassandra.io.geventreactor import GeventConnection
+
+        return GeventConnection
+    from cassandra.cluster import DefaultConnection
+
+    return DefaultConnection
+
+
+def parse_hosts(hosts: str | Sequence[str], default_port: int) -> tuple[list[str], int]:
+    """"a,b:9142" -> (["a", "b"], 9142). The driver takes one port for all contact points."""
+    entries = [h.strip() for h in (hosts.split(",") if isinstance(hosts, str) else hosts)]
+    names: list[str] = []
+    ports = set()
+    for entry in filter(None, entries):
+        name, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
+        names.append(name)
+        if port:
+            ports.add(int(port))
+    if not names:
+        raise ValueError("no Cassandra hosts given")
+    if len(ports) > 1:
+        raise ValueError(f"Cassandra hosts use different ports: {sorted(ports)}")
+    return names, ports.pop() if ports else default_port
+
+
+class _Statements:
+    """Every statement the store runs, prepared once per session."""
+
+    def __init__(self, session: Session, ks: str) -> None:
+        def p(cql: str) -> PreparedStatement:
+            return session.prepare(cql.format(ks=ks, cols=_MESSAGE_COLUMNS))
+
+        # Writes carry USING TIMESTAMP from the message id: a retried write is then
+        # byte-identical to the first (same cells, same timestamps), and a later edit,
+        # written with a real clock, always wins over a late retry of the original.
+        self.insert_message = p(
+            "INSERT INTO {ks}.messages (conversation_id, bucket, message_id, seq, "
+            "sender_id, client_msg_id, text, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "USING TIMESTAMP ?")
+        self.insert_bucket = p(
+            "INSERT INTO {ks}.conversation_buckets (conversation_id, bucket) VALUES (?, ?)")
+        self.insert_client_id = p(
+            "INSERT INTO {ks}.messages_by_client_id (sender_id, client_msg_id, "
+            "conversation_id, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
+        self.get = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
+                     "AND bucket = ? AND message_id = ?")
+        self.buckets_down = p("SELECT bucket FROM {ks}.conversation_buckets "
+                              "WHERE conversation_id = ? AND bucket <= ?")
+        self.buckets_up = p("SELECT bucket FROM {ks}.conversation_buckets "
+                            "WHERE conversation_id = ? AND bucket >= ? ORDER BY bucket ASC")
+        self.older = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
+                       "AND bucket = ? AND message_id < ? LIMIT ?")
+        self.older_or_same = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
+                               "AND bucket = ? AND message_id <= ? LIMIT ?")
+        self.newer = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
+                       "AND bucket = ? AND message_id > ? ORDER BY message_id ASC LIMIT ?")
+        self.by_client_id = p("SELECT conversation_id, message_id FROM "
+                              "{ks}.messages_by_client_id WHERE sender_id = ? "
+                              "AND client_msg_id = ?")
+        self.mark_create = p("INSERT INTO {ks}.read_marks (conversation_id, user_id, seq, "
+                             "message_id, updated_at) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")
+        self.mark_raise = p("UPDATE {ks}.read_marks SET seq = ?, message_id = ?, "
+                            "updated_at = ? WHERE conversation_id = ? AND user_id = ? "
+                            "IF seq < ?")
+        self.marks = p("SELECT conversation_id, user_id, seq, message_id, updated_at "
+                       "FROM {ks}.read_marks WHERE conversation_id = ?")
+        self.marks_of = p("SELECT conversation_id, user_id, seq, message_id, updated_at "
+                          "FROM {ks}.read_marks WHERE conversation_id = ? AND user_id IN ?")
+        self.insert_inbox = p("INSERT INTO {ks}.inbox (user_id, bucket, message_id, "
+                              "conversation_id, seq) VALUES (?, ?, ?, ?, ?)")
+        self.insert_inbox_bucket = p(
+            "INSERT INTO {ks}.inbox_buckets (user_id, bucket) VALUES (?, ?)")
+        self.inbox_buckets_up = p("SELECT bucket FROM {ks}.inbox_buckets "
+                                  "WHERE user_id = ? AND bucket >= ?")
+        self.inbox_after = p("SELECT message_id, conversation_id, seq FROM {ks}.inbox "
+                             "WHERE user_id = ? AND bucket = ? AND message_id > ? LIMIT ?")
+
+
+@dataclass
+class _Live:
+    """One process's connection: cluster, session and prepared statements."""
+
+    pid: int
+    cluster: Cluster
+    session: Session
+    statements: _Statements | None = None
+
+
+def _message(row: Any) -> Message:
+    return Message(id=row.message_id, conversation_id=row.conversation_id, seq=row.seq,
+                   sender_id=row.sender_id, client_msg_id=row.client_msg_id, text=row.text,
+                   created_at=row.created_at)
+
+
+def _watermark(row: Any) -> Watermark:
+    return Watermark(row.conversation_id, row.user_id, row.seq, row.message_id,
+                     row.updated_at)
+
+
+def _batches(rows: list[tuple], texts: list[int]) -> Iterable[list[tuple]]:
+    """Cut one partition's rows into batches under BATCH_MAX_ROWS and BATCH_MAX_BYTES."""
+    chunk: list[tuple] = []
+    size = 0
+    for row, length in zip(rows, texts, strict=True):
+        if chunk and (len(chunk) >= BATCH_MAX_ROWS or size + length > BATCH_MAX_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += length + 64  # keys and the other columns
+    if chunk:
+        yield chunk
+
+
+class CassandraHistoryStore(HistoryStore):
+    def __init__(self, hosts: str | Sequence[str], *, port: int = 9042,
+                 keyspace: str = "switchboard", consistency: str = "LOCAL_QUORUM",
+                 local_dc: str = "", bucket_ms: int = 10 * DAY_MS,
+                 request_timeout: float = 10.0) -> None:
+        self.contact_points, self.port = parse_hosts(hosts, port)
+        self.keyspace = quote_keyspace(keyspace)
+        self.consistency = ConsistencyLevel.name_to_value[consistency.upper()]
+        self.local_dc = local_dc
+        if bucket_ms <= 0:
+            raise ValueError("bucket_ms must be positive")
+        self.bucket_ms = bucket_ms
+        self.request_timeout = request_timeout
+        self._live: _Live | None = None
+        self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CassandraHistoryStore:
+        return cls(settings.cassandra_hosts, port=settings.cassandra_port,
+                   keyspace=settings.cassandra_keyspace,
+                   consistency=settings.cassandra_consistency,
+                   local_dc=settings.cassandra_local_dc,
+                   bucket_ms=settings.history_bucket_days * DAY_MS)
+
+    def bucket_of(self, message_id: int) -> int:
+        return id_time_ms(message_id) // self.bucket_ms
+
+    # --- connection -----------------------------------------------------------------
+
+    def _connected(self) -> _Live:
+        live = self._live
+        if live is not None and live.pid == os.getpid():
+            return live
+        if self._lock_pid != os.getpid():
+            # A lock inherited through fork may be held by a thread that does not exist
+            # here; this process gets its own.
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
+        with self._lock:
+            if self._live is None or self._live.pid != os.getpid():
+                # An inherited cluster is dropped, not shut down: its threads stayed in
+                # the parent, and shutting it down here would close sockets it still uses.
+                self._live = self._connect()
+            return self._live
+
+    def _connect(self) -> _Live:
+        profile = ExecutionProfile(
+            # Token-aware routing sends each statement to a replica of its partition;
+            # DC-aware keeps traffic (and LOCAL_* quorums) in the local data centre.
+            load_balancing_policy=TokenAwarePolicy(
+                DCAwareRoundRobinPolicy(local_dc=self.local_dc)),
+            consistency_level=self.consistency,
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=self.request_timeout)
+        cluster = Cluster(
+            contact_points=self.contact_points, port=self.port,
+            connection_class=connection_class(),
+            # v5 is Cassandra 4.0+; naming it skips the driver's downgrade handshake.
+            protocol_version=ProtocolVersion.V5,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+        return _Live(os.getpid(), cluster, cluster.connect())
+
+    def admin_session(self) -> Session:
+        """A session with no schema expectations (the schema command uses it)."""
+        return self._connected().session
+
+    def _ready(self) -> tuple[Session, _Statements]:
+        live = self._connected()
+        if live.statements is None:
+            with self._lock:
+                if live.statements is None:
+                    self._check_schema(live.session)
+                    live.statements = _Statements(live.session, self.keyspace)
+        return live.session, live.statements
+
+    def _check_schema(self, session: Session) -> None:
+        try:
+            recorded = recorded_bucket_ms(session, self.keyspace)
+        except InvalidRequest as exc:
+            raise SchemaError(f"keyspace {self.keyspace} has no history schema; run "
+                              "`python -m storage.cassandra_schema`") from exc
+        if recorded != self.bucket_ms:
+            raise SchemaError(f"keyspace {self.keyspace} uses buckets of {recorded} ms, "
+                              f"this store was configured with {self.bucket_ms} ms")
+
+    @staticmethod
+    def _run_all(session: Session, work: list[tuple[Any, Any]]) -> None:
+        if work:
+            execute_concurrent(session, work, concurrency=CONCURRENCY,
+                               raise_on_first_error=True)
+
+    def close(self) -> None:
+        live, self._live = self._live, None
+        if live is not None and live.pid == os.getpid():
+            live.cluster.shutdown()
+
+    # --- messages -------------------------------------------------------------------
+
+    def store(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        session, st = self._ready()
+        partitions: dict[tuple[int, int], list[Message]] = defaultdict(list)
+        for m in messages:
+            partitions[(m.conversation_id, self.bucket_of(m.id))].append(m)
+        # The bucket index first: a crash between the two steps leaves an empty bucket,
+        # which readers skip; the other order would hide stored messages from paging
+        # until the persist job's retry.
+        self._run_all(session, [(st.insert_bucket, key) for key in partitions])
+        work: list[tuple[Any, Any]] = []
+        for (conversation_id, bucket), group in partitions.items():
+            rows = [(conversation_id, bucket, m.id, m.seq, m.sender_id, m.client_msg_id,
+                     m.text, m.created_at, id_time_ms(m.id) * 1000) for m in group]
+            for chunk in _batches(rows, [len(m.text.encode()) for m in group]):
+                if len(chunk) == 1:
+                    work.append((st.insert_message, chunk[0]))
+                    continue
+                # Unlogged and single-partition: one mutation on one replica set, no
+                # batch log. A multi-partition batch would only add coordinator work.
+                batch = BatchStatement(BatchType.UNLOGGED)
+                for row in chunk:
+                    batch.add(st.insert_message, row)
+                work.append((batch, None))
+            work.extend((st.insert_client_id, (m.sender_id, m.client_msg_id,
+                                               m.conversation_id, m.id,
+                                               id_time_ms(m.id) * 1000)) for m in group)
+        self._run_all(session, work)
+
+    def get(self, conversation_id: int, message_id: int) -> Message | None:
+        session, st = self._ready()
+        row = session.execute(st.get, (conversation_id, self.bucket_of(message_id),
+                                       message_id)).one()
+        return _message(row) if row else None
+
+    def _walk(self, conversation_id: int, *, older: bool, bound: int, inclusive: bool,
+              limit: int) -> list[Any]:
+        """Up to ``limit`` rows past ``bound`` (older or newer), nearest first.
+
+        Visits only buckets listed in conversation_buckets, from the bound's bucket on.
+        """
+        session, st = self._ready()
+        start = self.bucket_of(min(bound, MAX_ID))
+        buckets = session.execute(st.buckets_down if older else st.buckets_up,
+                                  (conversation_id, start))
+        if older:
+            query = st.older_or_same if inclusive else st.older
+        else:
+            query = st.newer
+        rows: list[Any] = []
+        for bucket_row in buckets:
+            need = limit - len(rows)
+            if need <= 0:
+                break
+            rows.extend(session.execute(query, (conversation_id, bucket_row.bucket,
+                                                bound, need)))
+        return rows
+
+    def page(self, conversation_id: int, *, before: int | None = None,
+             after: int | None = None, around: int | None = None,
+             limit: int = 50) -> list[Message]:
+        if limit <= 0:
+            return []
+        anchor = before if before is not None else after if after is not None else around
+        if anchor is None:
+            rows = self._walk(conversation_id, older=True, bound=MAX_ID, inclusive=False,
+                              limit=limit)
+            return [_message(r) for r in reversed(rows)]
+        if self.get(conversation_id, anchor) is None:
+            raise KeyError(anchor)
+        if before is not None:
+            rows = self._walk(conversation_id, older=True, bound=anchor, inclusive=False,
+                              limit=limit)
+            return [_message(r) for r in reversed(rows)]
+        if after is not None:
+            rows = self._walk(conversation_id, older=False, bound=anchor, inclusive=False,
+                              limit=limit)
+            return [_message(r) for r in rows]
+        # around: the anchor and the older half (rounded up), then fill with newer ones.
+        older = self._walk(conversation_id, older=True, bound=anchor, inclusive=True,
+                           limit=limit - (limit - 1) // 2)
+        newer = self._walk(conversation_id, older=False, bound=anchor, inclusive=False,
+                           limit=limit - len(older))
+        return [_message(r) for r in [*reversed(older), *newer]]
+
+    def last_seq(self, conversation_id: int) -> int:
+        # The newest message has the highest seq (see "Ordering" above), so no counter
+        # table: a counter could not be written idempotently by retried persist jobs.
+        latest = self.latest(conversation_id)
+        return latest.seq if latest else 0
+
+    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
+        session, st = self._ready()
+        ref = session.execute(st.by_client_id, (sender_id, client_msg_id)).one()
+        return self.get(ref.conversation_id, ref.message_id) if ref else None
+
+    # --- read marks -----------------------------------------------------------------
+
+    def set_watermark(self, mark: Watermark) -> Watermark:
+        """Compare-and-set through Paxos (lightweight transactions).
+
+        A plain read-compare-write can move a mark backwards when two devices of one
+        user race (both read 5; one writes 9, the other then writes 7). The LWT
+        ``IF seq < ?`` makes the comparison and the write one step, at the cost of a
+        Paxos round (about four round trips instead of one) per forward move; contention
+        is limited to one user's devices on one conversation. All writes to read_marks
+        go through LWTs: mixing them with plain writes would void the guarantee.
+        """
+        session, st = self._ready()
+        key = (mark.conversation_id, mark.user_id)
+        for _ in range(WATERMARK_ATTEMPTS):
+            result = session.execute(st.mark_raise, (mark.seq, mark.message_id,
+                                                     mark.updated_at, *key, mark.seq))
+            if result.was_applied:
+                return mark
+            if getattr(result.one(), "seq", None) is not None:
+                # Not applied because the stored mark is already at least as far.
+                current = session.execute(st.marks_of, (key[0], [key[1]])).one()
+                if current is not None:
+                    return _watermark(current)
+                continue
+            # No mark yet: create it, unless another device does so first (then retry).
+            created = session.execute(st.mark_create, (*key, mark.seq, mark.message_id,
+                                                       mark.updated_at))
+            if created.was_applied:
+                return mark
+        raise RuntimeError(f"read mark {key} kept changing; gave up after "
+                           f"{WATERMARK_ATTEMPTS} attempts")
+
+    def watermarks(self, conversation_id: int,
+                   user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
+        session, st = self._ready()
+        if user_ids is None:
+            rows = session.execute(st.marks, (conversation_id,))
+        else:
+            wanted = sorted(set(user_ids))
+            if not wanted:
+                return {}
+            rows = session.execute(st.marks_of, (conversation_id, wanted))
+        return {r.user_id: _watermark(r) for r in rows}
+
+    # --- inbox ----------------------------------------------------------------------
+
+    def inbox_append(self, user_ids: Iterable[int], message: Message) -> None:
+        session, st = self._ready()
+        users = sorted(set(user_ids))
+        bucket = self.bucket_of(message.id)
+        # As in store(): the bucket index before the entries it points at.
+        self._run_all(session, [(st.insert_inbox_bucket, (u, bucket)) for u in users])
+        self._run_all(session, [(st.insert_inbox, (u, bucket, message.id,
+                                                   message.conversation_id, message.seq))
+                                for u in users])
+
+    def inbox_page(self, user_id: int, after_message_id: int | None = None,
+                   limit: int = 100) -> list[InboxEntry]:
+        if limit <= 0:
+            return []
+        session, st = self._ready()
+        after = -1 if after_message_id is None else after_message_id
+        start = 0 if after_message_id is None else self.bucket_of(after_message_id)
+        entries: list[InboxEntry] = []
+        for bucket_row in session.execute(st.inbox_buckets_up, (user_id, start)):
+            need = limit - len(entries)
+            if need <= 0:
+                break
+            entries.extend(InboxEntry(r.message_id, r.conversation_id, r.seq)
+                           for r in session.execute(st.inbox_after, (
+                               user_id, bucket_row.bucket, after, need)))
+        return entries
