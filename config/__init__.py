@@ -27,6 +27,35 @@ class Settings:
     history_url: str = ""
     # Redis for the delivery log, presence and jobs. Empty: the in-process memory engine.
     redis_url: str = ""
+    # Key prefix for everything Switchboard writes to Redis, so several deployments (or
+    # test runs) can share one server.
+    redis_prefix: str = "sb"
+    # Connections per Redis node per process. Greenlets hold a connection only for one
+    # round trip (no blocking commands: pub/sub is the doorbell), so a few dozen serve
+    # thousands of greenlets; redis-py's default of 100 per node times N workers times
+    # M nodes would exhaust maxclients long before it helped.
+    redis_pool_size: int = 50
+    # How long a greenlet waits for a free pooled connection before failing its request:
+    # an exhausted pool must shed load, not queue requests forever.
+    redis_pool_timeout: float = 2.0
+    # Every command is a short O(log n) call, so a reply slower than this means Redis is
+    # stalled or gone: fail the request rather than park the greenlet for redis-py's 5 s.
+    redis_socket_timeout: float = 2.0
+    # Connecting to a live Redis on the LAN takes milliseconds; a second means it is down.
+    redis_connect_timeout: float = 1.0
+    # PING a pooled connection idle longer than this before using it, and the pub/sub
+    # subscriber pings at this interval: finds connections silently dropped by NATs,
+    # firewalls or a restarted server well before a client notices.
+    redis_health_check_interval: float = 10.0
+    # Longest pause between reconnection attempts of the pub/sub subscriber (it backs off
+    # exponentially from 0.1 s): short, because every live client waits on it.
+    redis_reconnect_max_backoff: float = 5.0
+    # Worker-id lease lifetime in seconds, renewed every third of it. A crashed worker's id
+    # becomes reusable after this long; 1024 ids make churn of a few per minute harmless.
+    redis_worker_lease_ttl: float = 30.0
+    # Online sets are split into this many hash-tagged keys so a Redis Cluster spreads
+    # presence over its shards; each shard is swept by one atomic script.
+    redis_presence_shards: int = 16
     # Comma-separated Cassandra contact points for chat history. Empty: SQL history.
     cassandra_hosts: str = ""
     # CQL port of every contact point; an entry "host:port" in cassandra_hosts overrides it

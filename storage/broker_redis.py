@@ -1,0 +1,210 @@
+"""Redis Broker: per-user event logs in Streams, pub/sub as the doorbell.
+
+Serves every worker of every node, standalone or Cluster. Each user's log, offset
+counter and epoch share one hash tag (see storage/redis_keys.py), so the Lua scripts
+below are single-shard; a fan-out runs one script per member, pipelined, never one
+script across users.
+
+* Offsets come from INCR inside the append script (never a clock); the stream entry id
+  is ``<offset>-0`` so reads are XRANGE by offset.
+* The log is trimmed to ``size`` entries (approximately, which is cheap) and the read
+  script treats anything older than the last ``size`` offsets as gone, so the window is
+  exact for clients. The keys expire ``ttl`` seconds after the last append.
+* The epoch is a random token created with the log. When the log and its counter
+  expire, the next append or read starts a new epoch, and every older cursor gets a
+  reset instead of being matched against reused offsets.
+* Wake-ups are published inside the append script, after the entry is written. Each
+  message names its origin process, which skips its own echoes: it has already woken
+  its local listener directly (python-socketio's host_id trick).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from storage.broker import Broker, Listener, LogRead
+from storage.events import Cursor, InvalidCursor, encode
+from storage.redis_conn import RedisClient, Script, server_major_version
+from storage.redis_keys import KeySpace
+from storage.redis_pubsub import Subscriber
+
+log = logging.getLogger(__name__)
+
+_WAKE = "w"  # doorbell message: "w<origin>"; an ephemeral event is "e<origin>|<json>"
+_EPHEMERAL = "e"
+
+# Shared by both scripts: the user's epoch, starting a new life of the log when the
+# epoch or the counter is missing (first use, or both expired). KEYS: log, offset,
+# epoch. ARGV[1]: a fresh random epoch, ARGV[2]: ttl in seconds.
+_ENSURE_EPOCH = """
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[3], epoch, 'EX', ARGV[2])
+  redis.call('SET', KEYS[2], 0, 'EX', ARGV[2])
+end
+"""
+
+# ARGV[3]: window size, ARGV[4]: event JSON, ARGV[5]: channel, ARGV[6]: wake message,
+# ARGV[7]: publish command (SPUBLISH on a sharded server, else PUBLISH).
+_APPEND = Script(_ENSURE_EPOCH + """
+local offset = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'e', ARGV[4])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+redis.call(ARGV[7], ARGV[5], ARGV[6])
+return {epoch, offset}
+""")
+
+# ARGV[3]: window size, ARGV[4]: cursor epoch ('' for none), ARGV[5]: cursor offset,
+# ARGV[6]: limit. Returns {epoch, last offset, status, entries}; status is 'ok',
+# 'reset' (cursor too old or from another epoch) or 'ahead' (never issued).
+_READ = Script(_ENSURE_EPOCH + """
+local last = tonumber(redis.call('GET', KEYS[2]))
+if ARGV[4] == '' then return {epoch, last, 'ok', {}} end
+if ARGV[4] ~= epoch then return {epoch, last, 'reset', {}} end
+local offset = tonumber(ARGV[5])
+if offset > last then return {epoch, last, 'ahead', {}} end
+if offset == last then return {epoch, last, 'ok', {}} end
+local first = last + 1
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if head[1] then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+local window = last - tonumber(ARGV[3]) + 1
+if window > first then first = window end
+if offset < first - 1 then return {epoch, last, 'reset', {}} end
+local limit = tonumber(ARGV[6])
+if limit <= 0 then return {epoch, last, 'ok', {}} end
+local upto = math.min(last, offset + limit)
+return {epoch, last, 'ok',
+        redis.call('XRANGE', KEYS[1], (offset + 1) .. '-0', upto .. '-0')}
+""")
+
+
+class RedisBroker(Broker):
+    """``write_only=True`` for workers: they append and publish, and never listen."""
+
+    def __init__(self, client: RedisClient, *, prefix: str = "sb", size: int = 1000,
+                 ttl: int = 24 * 3600, write_only: bool = False,
+                 health_check_interval: float = 10.0, max_backoff: float = 5.0) -> None:
+        self.client = client
+        self.keys = KeySpace(prefix)
+        self.size = size
+        self.ttl = int(ttl)
+        self.write_only = write_only
+        self.origin = secrets.token_hex(8)  # this process, to skip its own echoes
+        self.sharded = server_major_version(client) >= 7
+        self._publish = "SPUBLISH" if self.sharded else "PUBLISH"
+        self._health_check_interval = health_check_interval
+        self._max_backoff = max_backoff
+        self._watched: dict[str, int] = {}  # channel -> user id
+        self.subscriber: Subscriber | None = None
+
+    # --- listening ---------------------------------------------------------------------
+
+    def attach(self, listener: Listener) -> None:
+        if self.write_only:
+            raise RuntimeError("a write-only broker has no listener")
+        super().attach(listener)
+        if self.subscriber is None:
+            self.subscriber = Subscriber(
+                self.client, sharded=self.sharded, on_message=self._on_message,
+                on_recover=self._on_recover,
+                health_check_interval=self._health_check_interval,
+                max_backoff=self._max_backoff)
+            self.subscriber.start()
+
+    def watch(self, user_id: int) -> None:
+        if self.subscriber is None:
+            return
+        channel = self.keys.channel(user_id)
+        self._watched[channel] = user_id
+        self.subscriber.subscribe(channel)
+
+    def unwatch(self, user_id: int) -> None:
+        if self.subscriber is None:
+            return
+        channel = self.keys.channel(user_id)
+        self._watched.pop(channel, None)
+        self.subscriber.unsubscribe(channel)
+
+    def _on_message(self, channel: str, data: str) -> None:
+        user_id = self._watched.get(channel)
+        listener = self.listener
+        if user_id is None or listener is None:
+            return
+        kind, body = data[:1], data[1:]
+        origin, _, payload = body.partition("|")
+        if origin == self.origin:
+            return  # delivered locally when it was sent
+        if kind == _WAKE:
+            listener.on_wake([user_id])
+        elif kind == _EPHEMERAL:
+            listener.on_ephemeral([user_id], json.loads(payload))
+
+    def _on_recover(self, channels: list[str]) -> None:
+        """After a reconnect, anything may have been missed: wake every watched user."""
+        users = [self._watched[c] for c in channels if c in self._watched]
+        log.info("pub/sub recovered; waking %d watched users", len(users))
+        if users and self.listener is not None:
+            self.listener.on_wake(users)
+
+    # --- the log -----------------------------------------------------------------------
+
+    def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
+        users = list(dict.fromkeys(user_ids))
+        body = encode(payload)
+        wake = _WAKE + self.origin
+        calls = [(self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
+                                      self.keys.channel(u), wake, self._publish))
+                 for u in users]
+        results = _APPEND.many(self.client, calls)
+        cursors = {u: str(Cursor(str(epoch), int(offset)))
+                   for u, (epoch, offset) in zip(users, results, strict=True)}
+        if self.listener is not None and users:
+            self.listener.on_wake(users)
+        return cursors
+
+    def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
+        position = Cursor.parse(cursor) if cursor is not None else None
+        epoch, last, status, entries = _READ(
+            self.client, self.keys.user(user_id),
+            (secrets.token_hex(6), self.ttl, self.size,
+             position.epoch if position else "", position.offset if position else 0,
+             max(0, limit)))
+        tip = str(Cursor(str(epoch), int(last)))
+        if status == "ahead":
+            raise InvalidCursor(f"cursor {cursor!r} is ahead of this log")
+        if status == "reset":
+            return LogRead([], tip, True)
+        if position is None:
+            return LogRead([], tip, False)
+        events = []
+        for entry_id, fields in entries:
+            offset = int(str(entry_id).partition("-")[0])
+            data = dict(zip(fields[::2], fields[1::2], strict=True))
+            events.append({"id": str(Cursor(str(epoch), offset)), **json.loads(data["e"])})
+        return LogRead(events, events[-1]["id"] if events else str(cursor), False)
+
+    # --- ephemeral ---------------------------------------------------------------------
+
+    def publish_ephemeral(self, user_ids: Iterable[int], payload: dict[str, Any]) -> None:
+        users = list(dict.fromkeys(user_ids))
+        if not users:
+            return
+        message = f"{_EPHEMERAL}{self.origin}|{encode(payload)}"
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in users:
+            pipe.execute_command(self._publish, self.keys.channel(user_id), message)
+        pipe.execute()
+        if self.listener is not None:
+            self.listener.on_ephemeral(users, payload)
+
+    def close(self) -> None:
+        """Stop listening; the client belongs to whoever passed it in."""
+        if self.subscriber is not None:
+            self.subscriber.stop()
+            self.subscriber = None

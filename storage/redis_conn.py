@@ -1,0 +1,127 @@
+"""Connecting to Redis (standalone or Cluster) and running Lua scripts on either.
+
+The client is built once per process and passed to each engine (never a module global).
+Pool size and every timeout are explicit: redis-py's defaults (100 connections per node,
+5 s socket timeout) are wrong for a gevent worker holding thousands of greenlets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Union
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+RedisClient = Union[redis.Redis, RedisCluster]  # noqa: UP007 - a runtime alias
+
+
+def is_cluster_url(url: str, connect_timeout: float = 1.0) -> bool:
+    """Whether the server at ``url`` is a Redis Cluster node (one ``INFO cluster``)."""
+    probe = redis.Redis.from_url(url, socket_timeout=connect_timeout,
+                                 socket_connect_timeout=connect_timeout)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    finally:
+        probe.close()
+
+
+def connect(url: str, *, pool_size: int = 50, pool_timeout: float = 2.0,
+            socket_timeout: float = 2.0, connect_timeout: float = 1.0,
+            health_check_interval: float = 10.0, cluster: bool | None = None) -> RedisClient:
+    """A client for ``url``; a cluster client when the server says it is in a cluster.
+
+    Each node gets a BlockingConnectionPool of ``pool_size``: an exhausted pool makes a
+    greenlet wait up to ``pool_timeout`` for a connection instead of opening another.
+    """
+    if cluster is None:
+        cluster = is_cluster_url(url, connect_timeout)
+    options: dict[str, Any] = dict(
+        max_connections=pool_size, timeout=pool_timeout, socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout, health_check_interval=health_check_interval,
+        decode_responses=True)
+    if cluster:
+        return RedisCluster.from_url(url, connection_pool_class=redis.BlockingConnectionPool,
+                                     **options)
+    return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
+
+
+def client_is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def server_major_version(client: RedisClient) -> int:
+    info = client.info("server")
+    if client_is_cluster(client) and "redis_version" not in info:
+        info = next(iter(info.values()))  # a cluster answers per node
+    return int(str(info["redis_version"]).split(".")[0])
+
+
+def delete_prefix(client: RedisClient, pattern: str) -> int:
+    """Delete every key matching ``pattern`` on every node (tests and tooling)."""
+    deleted = 0
+    batch: list[str] = []
+    for key in client.scan_iter(match=pattern, count=500):
+        batch.append(key)
+        if len(batch) >= 200:
+            deleted += _delete_each(client, batch)
+            batch = []
+    return deleted + _delete_each(client, batch)
+
+
+def _delete_each(client: RedisClient, keys: list[str]) -> int:
+    # One DEL per key through a pipeline: a multi-key DEL would cross slots in a cluster.
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.delete(key)
+    return sum(int(n) for n in pipe.execute())
+
+
+class Script:
+    """A Lua script run by EVALSHA, loaded again after NOSCRIPT (a restarted server).
+
+    Every key a script touches is passed in KEYS and shares one hash tag, so the script
+    runs on one Cluster shard. Cluster pipelines refuse redis-py's ``evalsha`` helper,
+    so calls go through ``execute_command``, which routes EVALSHA by its first key.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(self.source)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def many(self, client: RedisClient,
+             calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run the script once per (keys, args) in one pipeline; results in order.
+
+        Raises the first error other than NOSCRIPT; calls that met NOSCRIPT did not run,
+        so they are simply run again after loading the script.
+        """
+        if not calls:
+            return []
+        results = self._pipeline(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            client.script_load(self.source)
+            for index, result in zip(missing, self._pipeline(client, [calls[i] for i in missing]),
+                                     strict=True):
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def _pipeline(self, client: RedisClient,
+                  calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))

@@ -1,0 +1,74 @@
+"""Every Redis key and channel Switchboard uses, defined once as templates.
+
+Braces mark the Redis Cluster hash tag: only the part inside ``{...}`` picks the slot.
+All of one user's keys and its wake-up channel share ``{u:<id>}``, so one Lua script
+can touch them together and a sharded channel lives on the same shard as the log it
+announces. Presence shards share ``{p:<n>}`` between the online set and the
+``last_seen`` keys it sweeps. Other keys are used one at a time and need no tag.
+"""
+
+from __future__ import annotations
+
+# --- broker: one event log per user -------------------------------------------------------
+USER_LOG = "{prefix}:{{u:{user_id}}}:log"  # stream; entry ids are "<offset>-0"
+USER_OFFSET = "{prefix}:{{u:{user_id}}}:offset"  # last offset handed out (INCR)
+USER_EPOCH = "{prefix}:{{u:{user_id}}}:epoch"  # random token naming this life of the log
+USER_CHANNEL = "{prefix}:{{u:{user_id}}}:wake"  # pub/sub doorbell and ephemeral events
+
+# --- shared state ------------------------------------------------------------------------
+CONVERSATION_SEQ = "{prefix}:conv:{conversation_id}:seq"
+LOCK = "{prefix}:lock:{name}"
+VALUE = "{prefix}:kv:{key}"
+CLAIM = "{prefix}:once:{key}"
+BUCKET = "{prefix}:rate:{key}"
+WORKER_LEASE = "{prefix}:worker:{worker_id}"
+
+# --- presence ----------------------------------------------------------------------------
+PRESENCE_ONLINE = "{prefix}:presence:{{p:{shard}}}:online"  # zset user -> last heartbeat
+PRESENCE_SEEN = "{prefix}:presence:{{p:{shard}}}:seen:{user_id}"  # last heartbeat, kept
+
+
+class KeySpace:
+    """The templates above bound to one prefix (a deployment, or one test)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"invalid Redis key prefix {prefix!r}")
+        self.prefix = prefix
+
+    def user(self, user_id: int) -> tuple[str, str, str]:
+        """(log, offset, epoch) of one user: the keys of the broker's scripts."""
+        return (USER_LOG.format(prefix=self.prefix, user_id=user_id),
+                USER_OFFSET.format(prefix=self.prefix, user_id=user_id),
+                USER_EPOCH.format(prefix=self.prefix, user_id=user_id))
+
+    def channel(self, user_id: int) -> str:
+        return USER_CHANNEL.format(prefix=self.prefix, user_id=user_id)
+
+    def conversation_seq(self, conversation_id: int) -> str:
+        return CONVERSATION_SEQ.format(prefix=self.prefix, conversation_id=conversation_id)
+
+    def lock(self, name: str) -> str:
+        return LOCK.format(prefix=self.prefix, name=name)
+
+    def value(self, key: str) -> str:
+        return VALUE.format(prefix=self.prefix, key=key)
+
+    def claim(self, key: str) -> str:
+        return CLAIM.format(prefix=self.prefix, key=key)
+
+    def bucket(self, key: str) -> str:
+        return BUCKET.format(prefix=self.prefix, key=key)
+
+    def worker_lease(self, worker_id: int) -> str:
+        return WORKER_LEASE.format(prefix=self.prefix, worker_id=worker_id)
+
+    def presence_online(self, shard: int) -> str:
+        return PRESENCE_ONLINE.format(prefix=self.prefix, shard=shard)
+
+    def presence_seen(self, shard: int, user_id: int) -> str:
+        return PRESENCE_SEEN.format(prefix=self.prefix, shard=shard, user_id=user_id)
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key under this prefix."""
+        return self.prefix + ":*"
