@@ -56,6 +56,11 @@ _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
 
 
 def init_app(app: Flask) -> None:
+    from gateway.validation import IdConverter
+
+    # Before any blueprint adds its rules: every <int:...> id in a path is bounded.
+    app.url_map.converters["int"] = IdConverter
+
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):  # type: ignore[no-untyped-def]
         response = jsonify(err.body())

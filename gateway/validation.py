@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from flask import request
+from werkzeug.routing import IntegerConverter, Map
 
 from gateway.errors import bad_request
 
@@ -20,11 +21,23 @@ def json_body() -> dict[str, Any]:
         raise bad_request("request body must be a JSON object", "invalid_json")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise bad_request("request body is not valid JSON", "invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", "invalid_json")
+    try:
+        # "\ud800" escapes decode to lone surrogates, which no database or UTF-8
+        # response can hold: refuse them here rather than fail half-way through a write.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("request body contains an unpaired UTF-16 surrogate",
+                          "invalid_json") from None
     return body
+
+
+def _ascii_digits(raw: str) -> bool:
+    # str.isdigit() is true for "²" and other digits int() refuses.
+    return raw.isascii() and raw.isdigit()
 
 
 def _get(body: dict[str, Any], name: str, required: bool) -> Any:
@@ -44,6 +57,14 @@ def string(body: dict[str, Any], name: str, *, required: bool = True, min_len: i
         return default
     if not isinstance(value, str):
         raise bad_request(f"'{name}' must be a string", "invalid_field", field=name)
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise bad_request(f"'{name}' must not contain NUL characters", "invalid_field",
+                          field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (WebSocket frames skip json_body)
+        raise bad_request(f"'{name}' is not valid Unicode", "invalid_field",
+                          field=name) from None
     if strip:
         value = value.strip()
     if len(value) < min_len:
@@ -100,7 +121,7 @@ def query_int(name: str, *, default: int | None = None, minimum: int = 0,
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 19:
+    if not _ascii_digits(raw) or len(raw) > 19:
         raise bad_request(f"query parameter '{name}' must be a non-negative integer",
                           "invalid_parameter", parameter=name)
     value = int(raw)
@@ -128,6 +149,15 @@ def query_float(name: str, *, default: float, minimum: float, maximum: float) ->
 def path_message_id(raw: str | None, name: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 19 or int(raw) >= 2**63:
+    if not _ascii_digits(raw) or len(raw) > 19 or int(raw) >= 2**63:
         raise bad_request(f"'{name}' must be a message id", "invalid_parameter", parameter=name)
     return int(raw)
+
+
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in routes: ids beyond 63 bits are unknown (404), never a database
+    overflow (SQLite raises OverflowError binding them)."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:  # noqa: A002
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)

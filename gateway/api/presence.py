@@ -18,7 +18,8 @@ _MAX_LOOKUP = 200
 def presence():
     raw = request.args.get("user_ids", "")
     parts = [p for p in raw.split(",") if p.strip()]
-    if not parts or len(parts) > _MAX_LOOKUP or not all(p.strip().isdigit() for p in parts):
+    if not parts or len(parts) > _MAX_LOOKUP or not all(
+            p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise bad_request(f"'user_ids' must be 1-{_MAX_LOOKUP} comma-separated user ids",
                           "invalid_parameter", parameter="user_ids")
     ids = list(dict.fromkeys(int(p) for p in parts))
