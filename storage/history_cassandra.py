@@ -10,28 +10,22 @@ Snowflake generator, so a later seq gets a later id as long as the ids of one
 conversation come from clocks that do not step back across nodes (IdGenerator never
 steps back within a process). Pages are therefore read by id and returned as stored.
 
-Process model. Nothing connects in the constructor: gunicorn builds the app before it
-forks workers, and a driver session (threads, sockets, an event loop) does not survive a
-fork. The session is created on first use in each process, under a lock, and re-created
-if the process id changed; its statements are prepared once per session.
+Process model: storage/cassandra_session.py (a session per process, created on first
+use after gunicorn's fork; statements prepared once per session).
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from cassandra import ConsistencyLevel, InvalidRequest, ProtocolVersion
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.concurrent import execute_concurrent
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra import InvalidRequest
+from cassandra.cluster import Session
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from storage.cassandra_schema import SchemaError, quote_keyspace, recorded_bucket_ms
+from storage.cassandra_session import LazySession, run_concurrently
 from storage.history import HistoryStore, InboxEntry, Message, Watermark
 from storage.ids import id_time_ms
 
@@ -42,50 +36,11 @@ MAX_ID = (1 << 63) - 1
 # so batches are cut well below the latter. 50 rows bounds one request's latency.
 BATCH_MAX_ROWS = 50
 BATCH_MAX_BYTES = 32 * 1024
-# In-flight requests per store() call: enough to hide round trips, few enough not to
-# flood one connection's stream ids or the node's native transport queue.
-CONCURRENCY = 64
 # A lost LWT race means another device moved the mark; a few rounds always settle it.
 WATERMARK_ATTEMPTS = 8
 
 _MESSAGE_COLUMNS = ("conversation_id, message_id, seq, sender_id, client_msg_id, text, "
                     "created_at")
-
-
-def connection_class() -> type | None:
-    """GeventConnection when gevent patched sockets (the gunicorn worker), else the default.
-
-    The driver's default reactor (libev, else asyncore) runs its own IO thread, which
-    under gevent would block the hub; the gevent reactor cooperates with it instead.
-    """
-    try:
-        from gevent import monkey
-    except ImportError:
-        return None
-    if monkey.is_module_patched("socket"):
-        from cassandra.io.geventreactor import GeventConnection
-
-        return GeventConnection
-    from cassandra.cluster import DefaultConnection
-
-    return DefaultConnection
-
-
-def parse_hosts(hosts: str | Sequence[str], default_port: int) -> tuple[list[str], int]:
-    """"a,b:9142" -> (["a", "b"], 9142). The driver takes one port for all contact points."""
-    entries = [h.strip() for h in (hosts.split(",") if isinstance(hosts, str) else hosts)]
-    names: list[str] = []
-    ports = set()
-    for entry in filter(None, entries):
-        name, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "")
-        names.append(name)
-        if port:
-            ports.add(int(port))
-    if not names:
-        raise ValueError("no Cassandra hosts given")
-    if len(ports) > 1:
-        raise ValueError(f"Cassandra hosts use different ports: {sorted(ports)}")
-    return names, ports.pop() if ports else default_port
 
 
 class _Statements:
@@ -141,16 +96,6 @@ class _Statements:
                              "WHERE user_id = ? AND bucket = ? AND message_id > ? LIMIT ?")
 
 
-@dataclass
-class _Live:
-    """One process's connection: cluster, session and prepared statements."""
-
-    pid: int
-    cluster: Cluster
-    session: Session
-    statements: _Statements | None = None
-
-
 def _message(row: Any) -> Message:
     return Message(id=row.message_id, conversation_id=row.conversation_id, seq=row.seq,
                    sender_id=row.sender_id, client_msg_id=row.client_msg_id, text=row.text,
@@ -181,17 +126,13 @@ class CassandraHistoryStore(HistoryStore):
                  keyspace: str = "switchboard", consistency: str = "LOCAL_QUORUM",
                  local_dc: str = "", bucket_ms: int = 10 * DAY_MS,
                  request_timeout: float = 10.0) -> None:
-        self.contact_points, self.port = parse_hosts(hosts, port)
         self.keyspace = quote_keyspace(keyspace)
-        self.consistency = ConsistencyLevel.name_to_value[consistency.upper()]
-        self.local_dc = local_dc
         if bucket_ms <= 0:
             raise ValueError("bucket_ms must be positive")
         self.bucket_ms = bucket_ms
-        self.request_timeout = request_timeout
-        self._live: _Live | None = None
-        self._lock = threading.Lock()
-        self._lock_pid = os.getpid()
+        # Connects lazily, in each process after gunicorn's fork (see cassandra_session).
+        self._db = LazySession(hosts, self._setup, port=port, consistency=consistency,
+                               local_dc=local_dc, request_timeout=request_timeout)
 
     @classmethod
     def from_settings(cls, settings: Any) -> CassandraHistoryStore:
@@ -204,54 +145,11 @@ class CassandraHistoryStore(HistoryStore):
     def bucket_of(self, message_id: int) -> int:
         return id_time_ms(message_id) // self.bucket_ms
 
-    # --- connection -----------------------------------------------------------------
-
-    def _connected(self) -> _Live:
-        live = self._live
-        if live is not None and live.pid == os.getpid():
-            return live
-        if self._lock_pid != os.getpid():
-            # A lock inherited through fork may be held by a thread that does not exist
-            # here; this process gets its own.
-            self._lock, self._lock_pid = threading.Lock(), os.getpid()
-        with self._lock:
-            if self._live is None or self._live.pid != os.getpid():
-                # An inherited cluster is dropped, not shut down: its threads stayed in
-                # the parent, and shutting it down here would close sockets it still uses.
-                self._live = self._connect()
-            return self._live
-
-    def _connect(self) -> _Live:
-        profile = ExecutionProfile(
-            # Token-aware routing sends each statement to a replica of its partition;
-            # DC-aware keeps traffic (and LOCAL_* quorums) in the local data centre.
-            load_balancing_policy=TokenAwarePolicy(
-                DCAwareRoundRobinPolicy(local_dc=self.local_dc)),
-            consistency_level=self.consistency,
-            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
-            request_timeout=self.request_timeout)
-        cluster = Cluster(
-            contact_points=self.contact_points, port=self.port,
-            connection_class=connection_class(),
-            # v5 is Cassandra 4.0+; naming it skips the driver's downgrade handshake.
-            protocol_version=ProtocolVersion.V5,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-        return _Live(os.getpid(), cluster, cluster.connect())
-
-    def admin_session(self) -> Session:
-        """A session with no schema expectations (the schema command uses it)."""
-        return self._connected().session
-
     def _ready(self) -> tuple[Session, _Statements]:
-        live = self._connected()
-        if live.statements is None:
-            with self._lock:
-                if live.statements is None:
-                    self._check_schema(live.session)
-                    live.statements = _Statements(live.session, self.keyspace)
-        return live.session, live.statements
+        return self._db.prepared()
 
-    def _check_schema(self, session: Session) -> None:
+    def _setup(self, session: Session) -> _Statements:
+        """Per session: check the keyspace matches this store, then prepare statements."""
         try:
             recorded = recorded_bucket_ms(session, self.keyspace)
         except InvalidRequest as exc:
@@ -260,17 +158,14 @@ class CassandraHistoryStore(HistoryStore):
         if recorded != self.bucket_ms:
             raise SchemaError(f"keyspace {self.keyspace} uses buckets of {recorded} ms, "
                               f"this store was configured with {self.bucket_ms} ms")
+        return _Statements(session, self.keyspace)
 
-    @staticmethod
-    def _run_all(session: Session, work: list[tuple[Any, Any]]) -> None:
-        if work:
-            execute_concurrent(session, work, concurrency=CONCURRENCY,
-                               raise_on_first_error=True)
+    def admin_session(self) -> Session:
+        """A session with no schema expectations (the schema command uses it)."""
+        return self._db.session()
 
     def close(self) -> None:
-        live, self._live = self._live, None
-        if live is not None and live.pid == os.getpid():
-            live.cluster.shutdown()
+        self._db.close()
 
     # --- messages -------------------------------------------------------------------
 
@@ -284,7 +179,7 @@ class CassandraHistoryStore(HistoryStore):
         # The bucket index first: a crash between the two steps leaves an empty bucket,
         # which readers skip; the other order would hide stored messages from paging
         # until the persist job's retry.
-        self._run_all(session, [(st.insert_bucket, key) for key in partitions])
+        run_concurrently(session, [(st.insert_bucket, key) for key in partitions])
         work: list[tuple[Any, Any]] = []
         for (conversation_id, bucket), group in partitions.items():
             rows = [(conversation_id, bucket, m.id, m.seq, m.sender_id, m.client_msg_id,
@@ -302,7 +197,7 @@ class CassandraHistoryStore(HistoryStore):
             work.extend((st.insert_client_id, (m.sender_id, m.client_msg_id,
                                                m.conversation_id, m.id,
                                                id_time_ms(m.id) * 1000)) for m in group)
-        self._run_all(session, work)
+        run_concurrently(session, work)
 
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         session, st = self._ready()
@@ -423,8 +318,8 @@ class CassandraHistoryStore(HistoryStore):
         users = sorted(set(user_ids))
         bucket = self.bucket_of(message.id)
         # As in store(): the bucket index before the entries it points at.
-        self._run_all(session, [(st.insert_inbox_bucket, (u, bucket)) for u in users])
-        self._run_all(session, [(st.insert_inbox, (u, bucket, message.id,
+        run_concurrently(session, [(st.insert_inbox_bucket, (u, bucket)) for u in users])
+        run_concurrently(session, [(st.insert_inbox, (u, bucket, message.id,
                                                    message.conversation_id, message.seq))
                                 for u in users])
 

@@ -12,7 +12,8 @@ import uuid
 from cassandra.cluster import Cluster, Session
 
 from storage.cassandra_schema import apply_schema
-from storage.history_cassandra import CassandraHistoryStore, parse_hosts
+from storage.cassandra_session import parse_hosts
+from storage.history_cassandra import CassandraHistoryStore
 
 # Contract tests number messages one per millisecond of id time (see
 # test_history_contract.spaced_ids); 10 ms buckets make a 237-message conversation span
