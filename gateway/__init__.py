@@ -68,9 +68,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(url),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     db.init_app(app)
     with app.app_context():
         db.create_all()

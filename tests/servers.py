@@ -73,7 +73,8 @@ class GatewayServer:
         except FileNotFoundError:
             return ""
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
+        """SIGINT is gunicorn's quick shutdown; SIGTERM (graceful) waits for idle clients."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(sig)
