@@ -56,6 +56,18 @@ class Settings:
     # Online sets are split into this many hash-tagged keys so a Redis Cluster spreads
     # presence over its shards; each shard is swept by one atomic script.
     redis_presence_shards: int = 16
+    # Standalone Redis for the RQ job queues. Empty: redis_url (which then must not be a
+    # Cluster: RQ needs one server).
+    rq_redis_url: str = ""
+    # The persist stream is split by conversation into this many hash-tagged shards, so a
+    # Redis Cluster spreads it and as many workers can drain in parallel.
+    persist_shards: int = 4
+    # Messages written to history per round trip by a worker: large enough to amortise
+    # Cassandra latency, small enough that a killed worker redoes little.
+    persist_batch: int = 500
+    # A persist entry taken by a worker that then went silent this long (it died) is
+    # claimed by another worker. Above the time one batch takes.
+    persist_claim_idle: float = 10.0
     # Comma-separated Cassandra contact points for chat history. Empty: SQL history.
     cassandra_hosts: str = ""
     # CQL port of every contact point; an entry "host:port" in cassandra_hosts overrides it

@@ -63,13 +63,12 @@ def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: 
         message = Message(id=svc.ids.next_id(), conversation_id=conversation_id, seq=seq,
                           sender_id=sender_id, client_msg_id=client_msg_id, text=text,
                           created_at=int(time.time() * 1000))
-        svc.jobs.persist([message])  # the durability point: nothing is acked before it
+        # The durability point: nothing is acknowledged before it. Persisting also moves
+        # the sender's read mark to this message (writing means having read).
+        svc.jobs.persist(message, members)
         svc.state.remember(_cmid_key(sender_id, client_msg_id),
                            json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
         svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
-    # Writing a message means having read the conversation up to it.
-    svc.history.set_watermark(Watermark(conversation_id, sender_id, seq, message.id,
-                                        message.created_at))
     return message
 
 

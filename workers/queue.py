@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
-from storage.history import HistoryStore, Message
+from storage.history import HistoryStore, Message, Watermark
+
+
+def persist_now(history: HistoryStore, messages: Sequence[Message],
+                member_ids: Sequence[int]) -> None:
+    """Write messages, move each sender's read mark to them, fill the members' inboxes."""
+    history.store(messages)
+    for message in messages:
+        history.set_watermark(Watermark(message.conversation_id, message.sender_id,
+                                        message.seq, message.id, message.created_at))
+        if member_ids:
+            history.inbox_append(member_ids, message)
 
 
 class JobQueue(abc.ABC):
     @abc.abstractmethod
-    def persist(self, messages: Sequence[Message]) -> None:
-        """Make messages durable in history; returns once that is guaranteed to happen."""
+    def persist(self, message: Message, member_ids: Sequence[int]) -> None:
+        """Make a message durable; returns once it is guaranteed to reach history."""
+
+    def depths(self) -> dict[str, int]:
+        """Jobs or entries waiting, by queue (for metrics)."""
+        return {}
 
 
 class InlineJobQueue(JobQueue):
@@ -24,5 +40,33 @@ class InlineJobQueue(JobQueue):
     def __init__(self, history: HistoryStore) -> None:
         self.history = history
 
-    def persist(self, messages: Sequence[Message]) -> None:
-        self.history.store(messages)
+    def persist(self, message: Message, member_ids: Sequence[int]) -> None:
+        persist_now(self.history, [message], member_ids)
+
+
+class RqJobQueue(JobQueue):
+    """Redis mode: durable in Redis (AOF) at once, written to history by RQ workers.
+
+    The message goes into the PersistBuffer (tail + persist stream) in one transaction;
+    then a drain job for its shard is queued unless one was queued moments ago (a
+    worker drains everything pending, so one job per shard per interval suffices, and
+    each worker also checks for backlog on its own every second).
+    """
+
+    def __init__(self, buffer: Any, queue: Any, state: Any,
+                 schedule_interval: float = 0.5) -> None:
+        self.buffer = buffer
+        self.queue = queue
+        self.state = state
+        self.schedule_interval = schedule_interval
+
+    def persist(self, message: Message, member_ids: Sequence[int]) -> None:
+        shard = self.buffer.record(message, member_ids)
+        if self.state.claim_once(f"persist-scheduled:{shard}", self.schedule_interval):
+            from workers.jobs import enqueue_drain
+
+            enqueue_drain(self.queue, shard)
+
+    def depths(self) -> dict[str, int]:
+        backlog = self.buffer.backlog()
+        return {"persist_backlog": sum(backlog.values()), "rq_persist": len(self.queue)}
