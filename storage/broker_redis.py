@@ -114,7 +114,8 @@ class RedisBroker(Broker):
                 self.client, sharded=self.sharded, on_message=self._on_message,
                 on_recover=self._on_recover,
                 health_check_interval=self._health_check_interval,
-                max_backoff=self._max_backoff)
+                max_backoff=self._max_backoff,
+                name=f"{self.keys.prefix}:subscriber:{self.origin}")
             self.subscriber.start()
 
     def watch(self, user_id: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import gevent
 import gevent.select
@@ -59,8 +60,9 @@ class Subscriber:
                  on_message: Callable[[str, str], None],
                  on_recover: Callable[[list[str]], None],
                  health_check_interval: float = 10.0, max_backoff: float = 5.0,
-                 confirm_timeout: float = 1.0) -> None:
+                 confirm_timeout: float = 1.0, name: str = "") -> None:
         self.client = client
+        self.name = name  # CLIENT SETNAME, so operators can tell subscribers apart
         self.cluster = client_is_cluster(client)
         self.sharded = sharded
         self.on_message = on_message
@@ -87,11 +89,13 @@ class Subscriber:
         """
         with self._lock:
             self.wanted.add(channel)
-            if not self._ready:
-                return  # the rebuild in progress subscribes every wanted channel
             confirmed = self._pending.setdefault(channel, Event())
-            if not self._send(channel, b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"):
+            # Not ready: the (re)build in progress subscribes every wanted channel, and
+            # its confirmation releases us just the same.
+            if self._ready and not self._send(
+                    channel, b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"):
                 return
+        # Bounded: with Redis down, a new connection proceeds and is woken on recovery.
         confirmed.wait(self.confirm_timeout)
 
     def unsubscribe(self, channel: str) -> None:
@@ -129,7 +133,7 @@ class Subscriber:
         if self._loop is not None:
             self._loop.kill(block=True, timeout=2)
             self._loop = None
-        self._close_links()
+        self._close_links(release_waiters=True)
 
     def _run(self) -> None:
         backoff = _FIRST_BACKOFF
@@ -149,7 +153,7 @@ class Subscriber:
                 self._refresh_topology()
             except (RedisError, OSError) as exc:
                 first = False
-                self._close_links()
+                self._close_links(release_waiters=True)
                 log.warning("pub/sub connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 gevent.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
@@ -168,13 +172,25 @@ class Subscriber:
             by_link: dict[str, list[str]] = {}
             for channel in wanted:
                 by_link.setdefault(self._route(channel), []).append(channel)
-            command = b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"
             for name, channels in by_link.items():
-                for start in range(0, len(channels), _SUBSCRIBE_BATCH):
-                    links[name].connection.send_command(
-                        command, *channels[start:start + _SUBSCRIBE_BATCH], check_health=False)
+                connection = links[name].connection
+                commands = self._subscribe_commands(channels)
+                connection.send_packed_command(connection.pack_commands(commands),
+                                               check_health=False)
             self._ready = True
         return wanted
+
+    def _subscribe_commands(self, channels: list[str]) -> list[tuple[Any, ...]]:
+        """Few commands for many channels: SSUBSCRIBE takes only channels of one slot."""
+        if not self.sharded:
+            return [(b"SUBSCRIBE", *channels[i:i + _SUBSCRIBE_BATCH])
+                    for i in range(0, len(channels), _SUBSCRIBE_BATCH)]
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            slot = self.client.keyslot(channel) if self.cluster else 0  # type: ignore[union-attr]
+            by_slot.setdefault(slot, []).append(channel)
+        return [(b"SSUBSCRIBE", *group[i:i + _SUBSCRIBE_BATCH])
+                for group in by_slot.values() for i in range(0, len(group), _SUBSCRIBE_BATCH)]
 
     def _connections(self) -> Iterable[tuple[str, Connection]]:
         if self.cluster:
@@ -188,13 +204,18 @@ class Subscriber:
         else:
             yield "main", self._raw(self.client.connection_pool.connection_kwargs)
 
-    @staticmethod
-    def _raw(kwargs: dict) -> Connection:
+    def links(self) -> list[str]:
+        """The nodes this process holds a subscriber connection to."""
+        return sorted(self._links)
+
+    def _raw(self, kwargs: dict) -> Connection:
         # The pool's settings, minus what does not apply to a subscribed connection: its
         # PINGs come back as pub/sub messages, so this loop does its own health checks.
         options = {k: v for k, v in kwargs.items()
                    if k not in ("redis_connect_func", "connection_pool")}
         options["health_check_interval"] = 0
+        if self.name:
+            options["client_name"] = self.name
         return Connection(**options)
 
     def _serve(self) -> None:
@@ -218,7 +239,9 @@ class Subscriber:
     def _drain(self, link: _Link) -> None:
         connection = link.connection
         while connection.can_read(timeout=0):
-            reply = connection.read_response(disconnect_on_error=True)
+            # push_request: under RESP3 (redis-py 8's default) pub/sub messages are push
+            # frames, which read_response would otherwise swallow and keep reading past.
+            reply = connection.read_response(disconnect_on_error=True, push_request=True)
             link.last_read = time.monotonic()
             self._handle(reply)
 
@@ -254,13 +277,15 @@ class Subscriber:
         except (RedisError, OSError) as exc:
             log.warning("cluster topology refresh failed: %s", exc)
 
-    def _close_links(self) -> None:
+    def _close_links(self, release_waiters: bool = False) -> None:
         with self._lock:
             self._ready = False
             links, self._links = self._links, {}
-            for event in self._pending.values():
-                event.set()  # nobody waits on a connection that is gone
-            self._pending.clear()
+            if release_waiters:
+                # Nobody waits on a connection that is gone; the recovery wakes them.
+                for event in self._pending.values():
+                    event.set()
+                self._pending.clear()
         for link in links.values():
             try:
                 link.connection.disconnect()

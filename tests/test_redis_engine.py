@@ -1,0 +1,317 @@
+"""Redis-only behaviour of the Redis engine, on real servers (standalone and Cluster).
+
+What every broker must do is in tests/contracts; here is what only a networked engine
+can get wrong: the subscriber surviving a lost connection or a restarted server, wake-ups
+crossing processes, logs expiring into a new epoch, and worker ids leased so that no two
+live workers ever share one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+import redis
+
+from storage.broker_redis import RedisBroker
+from storage.events import Cursor
+from storage.ids import MAX_WORKER
+from storage.redis_conn import connect
+from storage.state_redis import LeasedIdGenerator, LeaseLost, RedisState
+from tests.contracts.redis_engines import TEST_HEALTH_CHECK, client_for
+from tests.servers import ROOT, free_port
+from tests.services import require_service
+
+pytestmark = pytest.mark.redis
+
+
+class CountingListener:
+    def __init__(self) -> None:
+        self.wakes: Counter[int] = Counter()
+        self.ephemeral: list[tuple[int, dict[str, Any]]] = []
+
+    def on_wake(self, user_ids) -> None:  # type: ignore[no-untyped-def]
+        self.wakes.update(user_ids)
+
+    def on_ephemeral(self, user_ids, payload) -> None:  # type: ignore[no-untyped-def]
+        self.ephemeral.extend((u, payload) for u in user_ids)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        gevent.sleep(0.02)
+
+
+def ev(n: int) -> dict[str, Any]:
+    return {"type": "message.created", "data": {"n": n}}
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_url(request) -> str:  # type: ignore[no-untyped-def]
+    return require_service(request.param)
+
+
+@pytest.fixture
+def brokers(redis_url, request) -> Callable[..., RedisBroker]:  # type: ignore[no-untyped-def]
+    """Brokers sharing one prefix, as separate processes would; closed after the test."""
+    client, prefix = client_for(redis_url, request)
+    made: list[RedisBroker] = []
+
+    def make(**options: Any) -> RedisBroker:
+        broker = RedisBroker(client, prefix=prefix, health_check_interval=TEST_HEALTH_CHECK,
+                             max_backoff=0.2, **options)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+def kill_subscribers(url: str, name: str) -> int:
+    """CLIENT KILL every connection named ``name`` on every node; how many died."""
+    client = connect(url, pool_size=4)
+    killed = 0
+    try:
+        nodes = client.get_primaries() if hasattr(client, "get_primaries") else [None]
+        for node in nodes:
+            target = node.redis_connection if node is not None else client
+            for info in target.client_list(_type="pubsub"):
+                if info.get("name") == name:
+                    killed += int(target.execute_command("CLIENT KILL", "ID", info["id"]))
+    finally:
+        client.close()
+    return killed
+
+
+def test_subscriber_recovers_after_its_connection_is_killed(redis_url, brokers):
+    listener = CountingListener()
+    receiver = brokers()
+    receiver.attach(listener)
+    users = [101, 202, 303, 404]
+    for user in users:
+        receiver.watch(user)
+    sender = brokers(write_only=True)
+    sender.append([101], ev(0))
+    wait_until(lambda: listener.wakes[101] == 1)
+    assert receiver.subscriber is not None
+    if "cluster" in redis_url or len(receiver.subscriber.links()) > 1:
+        assert len(receiver.subscriber.links()) == 3  # one per primary, not per user
+
+    listener.wakes.clear()
+    assert kill_subscribers(redis_url, receiver.subscriber.name) >= 1
+    # Every watched user is woken, so each live client re-reads from its cursor.
+    wait_until(lambda: all(listener.wakes[u] >= 1 for u in users))
+    assert receiver.subscriber.reconnects >= 1
+    # And the doorbell rings again afterwards, for appends from another process.
+    listener.wakes.clear()
+    sender.append([202, 404], ev(1))
+    wait_until(lambda: listener.wakes[202] == 1 and listener.wakes[404] == 1)
+
+
+def test_wakes_and_ephemeral_cross_processes_and_skip_own_echo(brokers):
+    a_listener, b_listener = CountingListener(), CountingListener()
+    node_a, node_b = brokers(), brokers()
+    node_a.attach(a_listener)
+    node_b.attach(b_listener)
+    node_b.watch(7)
+    node_a.watch(8)
+    node_a.append([7, 8], ev(1))
+    wait_until(lambda: b_listener.wakes[7] == 1)
+    node_a.publish_ephemeral([7], {"type": "typing", "data": {"user_id": 8}})
+    wait_until(lambda: b_listener.ephemeral == [(7, {"type": "typing", "data": {"user_id": 8}})])
+    gevent.sleep(0.3)  # time for any echo to come back
+    # A woke its own listener directly and ignored the echo of its own publish.
+    assert a_listener.wakes[8] == 1
+    node_b.unwatch(7)
+    node_a.append([7], ev(2))
+    gevent.sleep(0.3)
+    assert b_listener.wakes[7] == 1  # unwatched: no more wakes here
+    assert [e["data"]["n"] for e in node_b.read(7, node_b.tip(7), 10).events] == []
+
+
+def test_write_only_broker_never_listens(brokers):
+    worker = brokers(write_only=True)
+    with pytest.raises(RuntimeError):
+        worker.attach(CountingListener())
+    worker.watch(1)  # a no-op, not an error: the Hub is never built in workers
+    assert worker.subscriber is None
+
+
+def test_expired_log_starts_a_new_epoch_and_old_cursors_reset(brokers):
+    broker = brokers(ttl=1)
+    start = broker.tip(5)
+    broker.append([5], ev(1))
+    assert [e["data"]["n"] for e in broker.read(5, start, 10).events] == [1]
+    time.sleep(2.2)  # the log, its counter and its epoch all expire together
+    read = broker.read(5, start, 10)
+    assert read.reset and read.events == []
+    assert Cursor.parse(read.cursor).epoch != Cursor.parse(start).epoch
+    assert Cursor.parse(read.cursor).offset == 0
+
+
+def test_offsets_are_unique_under_concurrent_appends_from_many_brokers(brokers):
+    nodes = [brokers(write_only=True) for _ in range(4)]
+    start = nodes[0].tip(9)
+    jobs = [gevent.spawn(node.append, [9], ev(i * 100 + n))
+            for i, node in enumerate(nodes) for n in range(25)]
+    gevent.joinall(jobs, raise_error=True)
+    events = nodes[1].read(9, start, 500).events
+    offsets = [Cursor.parse(e["id"]).offset for e in events]
+    assert offsets == list(range(1, 101))
+
+
+# --- a Redis restart (its own server: the shared ones must keep running) -------------------
+
+class RedisServer:
+    """A throwaway redis-server with AOF on, restartable on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always",
+             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if probe.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        probe.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    require_service("redis")  # the same switch as the shared server: skip together
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_keeps_the_log_and_the_subscriber_recovers(own_redis):
+    client = connect(own_redis.url, pool_size=8, health_check_interval=TEST_HEALTH_CHECK)
+    receiver = RedisBroker(client, prefix="restart", health_check_interval=TEST_HEALTH_CHECK,
+                           max_backoff=0.2)
+    sender = RedisBroker(client, prefix="restart", write_only=True)
+    listener = CountingListener()
+    receiver.attach(listener)
+    receiver.watch(1)
+    try:
+        start = sender.tip(1)
+        for n in range(5):
+            sender.append([1], ev(n))  # acknowledged: appendfsync always
+        wait_until(lambda: listener.wakes[1] >= 1)
+        own_redis.stop()
+        listener.wakes.clear()
+        own_redis.start()
+        wait_until(lambda: listener.wakes[1] >= 1)  # the recovery wake
+        read = sender.read(1, start, 100)
+        assert not read.reset
+        assert [e["data"]["n"] for e in read.events] == list(range(5))
+        listener.wakes.clear()
+        sender.append([1], ev(5))
+        wait_until(lambda: listener.wakes[1] >= 1)
+    finally:
+        receiver.close()
+        client.close()
+
+
+# --- worker ids --------------------------------------------------------------------------
+
+def test_fifty_workers_never_share_an_id_and_released_ids_are_reused(redis_url, request):
+    client, prefix = client_for(redis_url, request)
+    states = [RedisState(client, prefix=prefix) for _ in range(50)]
+    try:
+        ids = [s.worker_id() for s in states]
+        assert len(set(ids)) == 50 and all(0 <= i <= MAX_WORKER for i in ids)
+        assert [s.worker_id() for s in states] == ids  # stable while leased
+        released = states.pop(17)
+        released.close()
+        # Fill every other id; the only free one left is the one just released.
+        fillers = [RedisState(client, prefix=prefix) for _ in range(MAX_WORKER + 1 - 49)]
+        states += fillers
+        taken = {s.worker_id() for s in fillers}
+        assert taken.isdisjoint(ids[:17] + ids[18:]) and ids[17] in taken
+        with pytest.raises(RuntimeError, match="leased"):
+            RedisState(client, prefix=prefix).worker_id()
+    finally:
+        for state in states:
+            state.close()
+
+
+def test_a_stolen_or_lapsed_lease_stops_id_generation(redis_url, request):
+    client, prefix = client_for(redis_url, request)
+    state = RedisState(client, prefix=prefix, worker_lease_ttl=5.0)
+    request.addfinalizer(state.close)
+    ids = LeasedIdGenerator((state.worker_id(), state.lease)[1])
+    ids.next_id()
+    assert state.lease.renew() is True
+    client.set(state.keys.worker_lease(state.worker_id()), "someone-else")
+    assert state.lease.renew() is False
+    with pytest.raises(LeaseLost):
+        ids.next_id()
+    with pytest.raises(LeaseLost):
+        state.worker_id()
+
+    other = RedisState(client, prefix=prefix, worker_lease_ttl=5.0)
+    request.addfinalizer(other.close)
+    other.worker_id()
+    other.lease.valid_until = time.monotonic() - 1  # as if renewals failed for a whole TTL
+    with pytest.raises(LeaseLost):
+        LeasedIdGenerator(other.lease)
+
+
+_WORKER_PROCESS = textwrap.dedent("""
+    import sys
+    from storage.redis_conn import connect
+    from storage.state_redis import RedisState
+    client = connect(sys.argv[1], pool_size=4)
+    states = [RedisState(client, prefix=sys.argv[2]) for _ in range(int(sys.argv[3]))]
+    print(" ".join(str(s.worker_id()) for s in states), flush=True)
+    sys.stdin.read()  # hold the leases until the test has seen every process' ids
+    for s in states:
+        s.close()
+""")
+
+
+def test_worker_processes_started_together_never_share_an_id(redis_url, request):
+    _, prefix = client_for(redis_url, request)
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER_PROCESS, redis_url, prefix, "10"],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(8)]
+    try:
+        ids = [int(i) for p in procs for i in p.stdout.readline().split()]  # type: ignore[union-attr]
+    finally:
+        for proc in procs:
+            proc.communicate(timeout=30)
+    assert len(ids) == 80 and len(set(ids)) == 80
