@@ -12,6 +12,7 @@ from gateway.hub import Hub
 from storage.broker import Broker
 from storage.history import HistoryStore
 from storage.ids import IdGenerator
+from storage.presence import PresenceTracker
 from storage.state import SharedState
 from workers.queue import JobQueue
 
@@ -56,17 +57,50 @@ def build_services(settings: Settings) -> Services:
     from storage.state_memory import MemoryState
     from workers.queue import InlineJobQueue
 
-    if settings.redis_url:
-        raise RuntimeError("SWITCHBOARD_REDIS_URL is set, but this build has only the "
-                           "embedded memory engine")
     if settings.cassandra_hosts:
         raise RuntimeError("SWITCHBOARD_CASSANDRA_HOSTS is set, but this build has only "
                            "SQL history")
-    broker = MemoryBroker(settings.event_log_size, settings.event_log_ttl)
-    state = MemoryState()
+    broker: Broker
+    state: SharedState
+    tracker: PresenceTracker
+    if settings.redis_url:
+        broker, state, tracker, ids = _redis_engines(settings)
+        engine = "redis"
+    else:
+        broker = MemoryBroker(settings.event_log_size, settings.event_log_ttl)
+        state = MemoryState()
+        tracker = MemoryPresence(settings.presence_timeout)
+        ids = IdGenerator(state.worker_id())
+        engine = "memory"
     history = SqlHistoryStore(settings.history_url or database_url(settings))
     hub = Hub(broker)
-    presence = PresenceService(MemoryPresence(settings.presence_timeout), broker)
+    presence = PresenceService(tracker, broker)
+    # History stays SQL and persisting stays inline with Redis too: the send is acked
+    # after the history row commits, which is durable, if slower than a queue.
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
-                    ids=IdGenerator(state.worker_id()), jobs=InlineJobQueue(history),
-                    presence=presence, engine="memory")
+                    ids=ids, jobs=InlineJobQueue(history), presence=presence, engine=engine)
+
+
+def _redis_engines(
+        settings: Settings) -> tuple[Broker, SharedState, PresenceTracker, IdGenerator]:
+    """Broker, state and presence on one Redis client (standalone or Cluster)."""
+    from storage.broker_redis import RedisBroker
+    from storage.presence_redis import RedisPresence
+    from storage.redis_conn import connect
+    from storage.state_redis import LeasedIdGenerator, RedisState
+
+    client = connect(settings.redis_url, pool_size=settings.redis_pool_size,
+                     pool_timeout=settings.redis_pool_timeout,
+                     socket_timeout=settings.redis_socket_timeout,
+                     connect_timeout=settings.redis_connect_timeout,
+                     health_check_interval=settings.redis_health_check_interval)
+    prefix = settings.redis_prefix
+    broker = RedisBroker(client, prefix=prefix, size=settings.event_log_size,
+                         ttl=settings.event_log_ttl,
+                         health_check_interval=settings.redis_health_check_interval,
+                         max_backoff=settings.redis_reconnect_max_backoff)
+    state = RedisState(client, prefix=prefix, worker_lease_ttl=settings.redis_worker_lease_ttl)
+    state.worker_id()  # lease the id now: a process that cannot must not start
+    tracker = RedisPresence(client, prefix=prefix, timeout=settings.presence_timeout,
+                            shards=settings.redis_presence_shards)
+    return broker, state, tracker, LeasedIdGenerator(state.lease)
