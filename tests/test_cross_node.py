@@ -1,0 +1,151 @@
+"""Two gateway nodes on one Redis and one PostgreSQL: no sticky sessions.
+
+Each node is a gunicorn process with two gevent workers (config/gunicorn.conf.py runs
+two when Redis is configured), so these tests cross workers as well as nodes. Users
+listen on one node and send through the other; every receiver must see every message
+once (after de-duplication by id) and in the conversation's order.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from storage.redis_conn import connect, delete_prefix
+from switchboard_client import Api, open_transport
+from tests.conftest import unique_name
+from tests.servers import GatewayServer
+from tests.services import require_service
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TRANSPORTS = ["poll", "longpoll", "sse", "ws"]
+
+
+class Cluster:
+    def __init__(self, a: GatewayServer, b: GatewayServer) -> None:
+        self.a, self.b = a, b
+
+    def user(self, node: GatewayServer) -> Api:
+        api = Api(node.url)
+        api.sign_up(unique_name("x"), "password123")
+        return api
+
+    @staticmethod
+    def on(node: GatewayServer, api: Api) -> Api:
+        """The same signed-in user, talking to another node."""
+        other = Api(node.url, token=api.token)
+        other.user = api.user
+        return other
+
+
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def nodes(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
+    redis_url = require_service(request.param)
+    database_url = require_service("postgres")
+    prefix = f"sbx-{uuid.uuid4().hex[:10]}"
+    env = {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_DATABASE_URL": database_url,
+           "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32), "SWITCHBOARD_REDIS_PREFIX": prefix}
+    base: Path = tmp_path_factory.mktemp("cross-node")
+    started: list[GatewayServer] = []
+    try:
+        # One after the other: the first creates the tables the second then finds.
+        for name in ("a", "b"):
+            started.append(GatewayServer(base / name, env).start())
+            health = requests.get(started[-1].url + "/v1/health", timeout=5).json()
+            assert health["engine"] == "redis"
+        yield Cluster(*started)
+    finally:
+        for server in started:
+            server.stop()
+        client = connect(redis_url, pool_size=4)
+        delete_prefix(client, prefix + ":*")
+        client.close()
+
+
+def messages(events: list[dict]) -> list[dict]:
+    """message.created payloads, de-duplicated by message id, in arrival order."""
+    seen: dict[str, dict] = {}
+    for e in events:
+        if e["type"] == "message.created":
+            seen.setdefault(e["data"]["id"], e["data"])
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_direct_chat_across_nodes_loses_and_reorders_nothing(nodes, transport):
+    receiver = nodes.user(nodes.a)
+    sender = nodes.user(nodes.b)
+    conversation = sender.direct(receiver.user_id)["id"]
+    with open_transport(transport, receiver) as feed:
+        sent = [f"{transport}-{i}" for i in range(20)]
+        for text in sent:
+            sender.send(conversation, text)
+        got = messages(feed.collect(20, 30, kind="message.created"))
+    assert [m["text"] for m in got] == sent
+    assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+
+
+def test_group_chat_with_everyone_on_a_different_node_and_transport(nodes):
+    listeners = [(nodes.a, "ws"), (nodes.b, "sse"), (nodes.a, "longpoll"), (nodes.b, "poll")]
+    members = [nodes.user(node) for node, _ in listeners]
+    conversation = members[0].group("cross", [m.user_id for m in members[1:]])["id"]
+    feeds = [open_transport(kind, nodes.on(node, member))
+             for member, (node, kind) in zip(members, listeners, strict=True)]
+    per_sender = 8
+    errors: list[BaseException] = []
+
+    def send_all(index: int, member: Api) -> None:
+        # Each member sends through the node it does not listen on.
+        node = nodes.b if listeners[index][0] is nodes.a else nodes.a
+        api = nodes.on(node, member)
+        try:
+            for n in range(per_sender):
+                api.send(conversation, f"m{index}-{n}", client_msg_id=f"c{index}-{n}")
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send_all, args=(i, m)) for i, m in enumerate(members)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        total = per_sender * len(members)
+        for feed in feeds:
+            got = messages(feed.collect(total, 30, kind="message.created"))
+            assert len(got) == total
+            seqs = [m["seq"] for m in got]
+            assert seqs == sorted(seqs) and len(set(seqs)) == total
+            for index in range(len(members)):  # each sender's own order is kept too
+                mine = [m["text"] for m in got if m["text"].startswith(f"m{index}-")]
+                assert mine == [f"m{index}-{n}" for n in range(per_sender)]
+    finally:
+        for feed in feeds:
+            feed.close()
+
+
+def test_a_client_moving_between_nodes_resumes_from_its_cursor(nodes):
+    receiver = nodes.user(nodes.a)
+    sender = nodes.user(nodes.b)
+    conversation = sender.direct(receiver.user_id)["id"]
+    first = open_transport("sse", receiver)
+    for i in range(5):
+        sender.send(conversation, f"before{i}")
+    got = first.collect(5, 20, kind="message.created")
+    cursor = first.cursor
+    first.close()
+    for i in range(5):
+        sender.send(conversation, f"between{i}")
+    with open_transport("ws", nodes.on(nodes.b, receiver), cursor=cursor) as second:
+        sender.send(conversation, "after")
+        got += second.collect(6, 20, kind="message.created")
+    assert [m["text"] for m in messages(got)] == (
+        [f"before{i}" for i in range(5)] + [f"between{i}" for i in range(5)] + ["after"])
