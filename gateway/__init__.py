@@ -7,7 +7,7 @@ import os
 import secrets
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask
 
 from config import Settings
 
@@ -78,10 +78,6 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION] = svc
     errors.init_app(app)
     api.init_app(app)
-
-    @app.get("/")
-    def index():  # type: ignore[no-untyped-def]
-        return jsonify({"name": "switchboard", "api": "/v1/openapi.json"})
 
     @app.teardown_appcontext
     def _release_session(_exc: BaseException | None) -> None:

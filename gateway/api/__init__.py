@@ -6,7 +6,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import accounts, conversations, events, meta, presence
+    from gateway.api import accounts, conversations, events, meta, presence, web
 
-    for module in (accounts, conversations, events, presence, meta):
+    for module in (accounts, conversations, events, presence, meta, web):
         app.register_blueprint(module.bp)
