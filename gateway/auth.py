@@ -66,7 +66,8 @@ def issue_ticket(user_id: int, session_id: str) -> str:
 
 
 def _live_session(user_id: Any, session_id: Any) -> AuthSession:
-    if not isinstance(user_id, int) or not isinstance(session_id, str):
+    if (not isinstance(user_id, int) or isinstance(user_id, bool)
+            or not isinstance(session_id, str)):
         raise unauthorized("malformed credentials")
     session = db.session.get(AuthSession, session_id)
     if (session is None or session.user_id != user_id or session.revoked_at is not None
