@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,6 +76,9 @@ class Subscriber:
         self._links: dict[str, _Link] = {}
         self._ready = False
         self._pending: dict[str, Event] = {}
+        # SUNSUBSCRIBEs we sent and whose replies have not come back: a reply beyond
+        # these is the server's own, meaning the slot moved (see _handle).
+        self._leaving: Counter[str] = Counter()
         self._lock = RLock()  # guards wanted, links and writes to the connections
         self._loop: gevent.Greenlet | None = None
         self._stopping = False
@@ -102,8 +106,9 @@ class Subscriber:
         with self._lock:
             self.wanted.discard(channel)
             self._pending.pop(channel, None)
-            if self._ready:
-                self._send(channel, b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE")
+            if self._ready and self._send(
+                    channel, b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE"):
+                self._leaving[channel] += 1
 
     def _send(self, channel: str, command: bytes) -> bool:
         link = self._links.get(self._route(channel))
@@ -259,9 +264,14 @@ class Subscriber:
             event = self._pending.pop(channel, None)
             if event is not None:
                 event.set()
-        elif kind == "sunsubscribe" and channel in self.wanted:
-            # Unasked for: the slot moved to another shard during a resharding.
-            raise _Reroute(f"{channel} left this shard")
+        elif kind == "sunsubscribe":
+            if self._leaving[channel] > 0:
+                self._leaving[channel] -= 1
+                if not self._leaving[channel]:
+                    del self._leaving[channel]
+            elif channel in self.wanted:
+                # Unasked for: the slot moved to another shard during a resharding.
+                raise _Reroute(f"{channel} left this shard")
 
     def _deliver_recovery(self, channels: list[str]) -> None:
         try:
@@ -281,6 +291,7 @@ class Subscriber:
         with self._lock:
             self._ready = False
             links, self._links = self._links, {}
+            self._leaving.clear()  # replies on a closed connection never come
             if release_waiters:
                 # Nobody waits on a connection that is gone; the recovery wakes them.
                 for event in self._pending.values():

@@ -142,6 +142,23 @@ def test_wakes_and_ephemeral_cross_processes_and_skip_own_echo(brokers):
     assert [e["data"]["n"] for e in node_b.read(7, node_b.tip(7), 10).events] == []
 
 
+def test_watch_churn_never_looks_like_a_lost_connection(brokers):
+    """Polling clients watch and unwatch per request: our own SUNSUBSCRIBE replies must
+    not be mistaken for the cluster moving a slot (which would resubscribe everyone)."""
+    listener = CountingListener()
+    receiver = brokers()
+    receiver.attach(listener)
+    for _ in range(30):
+        for user in (31, 32, 33):
+            receiver.watch(user)
+            receiver.unwatch(user)
+            receiver.watch(user)
+    gevent.sleep(0.3)
+    assert receiver.subscriber is not None and receiver.subscriber.reconnects == 0
+    brokers(write_only=True).append([31, 32, 33], ev(1))
+    wait_until(lambda: all(listener.wakes[u] == 1 for u in (31, 32, 33)))
+
+
 def test_write_only_broker_never_listens(brokers):
     worker = brokers(write_only=True)
     with pytest.raises(RuntimeError):
