@@ -354,8 +354,11 @@
   }
 
   function addMessages(convId, messages) {
-    var b = bucket(convId), added = 0;
+    var b = bucket(convId), added = 0, c = state.convs.get(convId);
     messages.forEach(function (m) {
+      // The server counts writing a message as having read up to it (without a
+      // receipt event): apply the same rule here.
+      if (c && (c.read[m.sender_id] || 0) < m.seq) c.read[m.sender_id] = m.seq;
       if (b.ids.has(m.id)) return;
       b.ids.add(m.id);
       b.list.push(m);

@@ -393,6 +393,8 @@
     this._upgradeDelay = this.options.upgradeAfter;
     this._timers = {};
     this.history = [];         // [{at, from, to, reason}] transport changes, for the UI/tests
+    this.fallbacks = [];       // [{at, from, to, reason}] transports given up on
+    this.startedAt = null;
     this._storage = this.options.storage || (function () {
       try { return root.localStorage; } catch (e) { return null; }
     })();
@@ -447,6 +449,7 @@
     var self = this;
     if (this.state !== "idle" && this.state !== "stopped") return Promise.resolve(this.cursor);
     this._stopped = false;
+    this.startedAt = Date.now();
     this._setState("connecting");
     this._restoreWinner();
     if (root.addEventListener && !this._netListeners) {
@@ -604,7 +607,9 @@
       if (to !== from) {
         this._log("falling back from " + from + " to " + to + ": " + why);
         this._switchReason = "fallback: " + why;
-        this.emit("fallback", {from: from, to: to, reason: why, at: Date.now()});
+        var fell = {from: from, to: to, reason: why, at: Date.now()};
+        this.fallbacks.push(fell);
+        this.emit("fallback", fell);
         this._connect("fallback from " + from);
         return;
       }
