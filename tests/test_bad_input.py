@@ -630,3 +630,79 @@ def test_bodyless_routes_ignore_a_body(world: World) -> None:
     r = world.client.post(f"/v1/conversations/{world.group}/typing", data="{",
                           content_type="application/json", headers=world.h("alice"))
     assert r.status_code == 202
+
+
+# --- WebSocket frames (real sockets): a bad frame gets an error frame, the socket lives on --
+
+WS_FRAMES = {
+    "invalid_json": ("{", "invalid_json"),
+    "not_object": ("[]", "invalid_json"),
+    "unknown_type": ('{"type": "launch"}', "invalid_frame"),
+    "no_type": ("{}", "invalid_frame"),
+    "send_no_text": ('{"type": "send", "conversation_id": %(cid)d, "client_msg_id": "a"}',
+                     "missing_field"),
+    "send_blank_text": ('{"type": "send", "conversation_id": %(cid)d, '
+                        '"client_msg_id": "a", "text": "  "}', "invalid_field"),
+    "send_conversation_id_string": ('{"type": "send", "conversation_id": "%(cid)d", '
+                                    '"client_msg_id": "a", "text": "hi"}', "invalid_field"),
+    "send_conversation_id_bool": ('{"type": "send", "conversation_id": true, '
+                                  '"client_msg_id": "a", "text": "hi"}', "invalid_field"),
+    "send_surrogate_text": ('{"type": "send", "conversation_id": %(cid)d, '
+                            '"client_msg_id": "a", "text": "\\ud800"}', "invalid_field"),
+    "read_bad_message_id": ('{"type": "read", "conversation_id": %(cid)d, '
+                            '"message_id": 1.5}', "missing_field"),
+    "typing_unknown_conversation": ('{"type": "typing", "conversation_id": 987654}',
+                                    "not_found"),
+}
+WS_FRAMES_KILLING_THE_READER = {
+    "deep_nesting": "[" * 100_000,
+    "surrogate_ref": '{"type": "ping", "ref": "\\ud800"}',
+}
+
+
+@pytest.fixture
+def ws_pair(new_user):  # type: ignore[no-untyped-def]
+    from switchboard_client import open_transport
+
+    alice, bob = new_user(), new_user()
+    cid = alice.direct(bob.user_id)["id"]
+    feed = open_transport("ws", alice)
+    yield alice, cid, feed
+    feed.close()
+
+
+def _still_answers(feed) -> bool:  # type: ignore[no-untyped-def]
+    from switchboard_client import TransportClosed
+
+    try:
+        return feed.request({"type": "ping"}, timeout=1.5)["type"] == "pong"
+    except TransportClosed:
+        return False
+
+
+@pytest.mark.parametrize("name", list(WS_FRAMES))
+def test_bad_websocket_frame_gets_an_error_frame(ws_pair, name: str) -> None:  # type: ignore[no-untyped-def]
+    alice, cid, feed = ws_pair
+    raw, code = WS_FRAMES[name]
+    feed.sock.send(raw % {"cid": cid} if "%(cid)" in raw else raw)
+    reply = feed.next_batch(5)
+    assert [r["type"] for r in reply] == ["error"], reply
+    assert 400 <= reply[0]["data"]["status"] < 500 and reply[0]["data"]["code"] == code, reply
+    assert reply[0]["data"]["message"]
+    assert _still_answers(feed)
+    assert alice.messages(cid) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "gateway/api/events.py (another engineer's): _ws_handle parses frames with json.loads "
+    "catching only ValueError (RecursionError escapes) and echoes `ref` unchecked "
+    "(send_json fails encoding a lone surrogate); either exception kills the _ws_reader "
+    "greenlet, so the socket stays open but never answers a frame again"))
+@pytest.mark.parametrize("name", list(WS_FRAMES_KILLING_THE_READER))
+def test_hostile_websocket_frame_does_not_kill_the_reader(ws_pair, name: str) -> None:  # type: ignore[no-untyped-def]
+    _, _, feed = ws_pair
+    feed.sock.send(WS_FRAMES_KILLING_THE_READER[name])
+    alive = _still_answers(feed)
+    if not alive:
+        feed.sock.shutdown()  # no close handshake: nobody is reading on the server
+    assert alive
