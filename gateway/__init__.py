@@ -57,9 +57,10 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         check_gevent()
 
     from gateway import api, errors
-    from gateway.services import EXTENSION, build_services, database_url
+    from gateway.services import EXTENSION, build_services
     from storage import models  # noqa: F401 - registers the tables for create_all
     from storage.db import db, engine_options
+    from storage.engines import database_url
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     url = database_url(settings)

@@ -15,6 +15,10 @@ from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
 
+# Ids only need to follow the previous id while clocks could disagree; after a week
+# of silence any node's clock is past it anyway.
+_LAST_ID_TTL = 7 * 24 * 3600
+
 
 def _cmid_key(sender_id: int, client_msg_id: str) -> str:
     return f"cmid:{sender_id}:{client_msg_id}"
@@ -24,7 +28,11 @@ def _recall(svc: Services, sender_id: int, client_msg_id: str) -> Message | None
     raw = svc.state.recall(_cmid_key(sender_id, client_msg_id))
     if raw is not None:
         return Message.from_json(json.loads(raw))
-    # Past the memory of SharedState (a restart, an expired key) history still knows.
+    if svc.engine != "memory":
+        # Redis keeps idempotency records for client_msg_id_ttl (AOF on): that window is
+        # the contract, and the send path must not depend on the history store being up.
+        return None
+    # The embedded engine forgets on restart; SQLite history still knows.
     return svc.history.find_by_client_msg_id(sender_id, client_msg_id)
 
 
@@ -60,12 +68,16 @@ def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: 
     with svc.state.lock(f"conv:{conversation_id}"):
         seq = svc.state.next_seq(conversation_id,
                                  lambda: svc.history.last_seq(conversation_id))
-        message = Message(id=svc.ids.next_id(), conversation_id=conversation_id, seq=seq,
+        last_id = svc.state.recall(f"conv-last-id:{conversation_id}")
+        message = Message(id=svc.ids.next_id(int(last_id) if last_id else None),
+                          conversation_id=conversation_id, seq=seq,
                           sender_id=sender_id, client_msg_id=client_msg_id, text=text,
                           created_at=int(time.time() * 1000))
         # The durability point: nothing is acknowledged before it. Persisting also moves
         # the sender's read mark to this message (writing means having read).
         svc.jobs.persist(message, members)
+        svc.state.remember(f"conv-last-id:{conversation_id}", str(message.id),
+                           _LAST_ID_TTL)
         svc.state.remember(_cmid_key(sender_id, client_msg_id),
                            json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
         svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from flask import current_app
 
@@ -41,59 +40,57 @@ def services() -> Services:
     return current_app.extensions[EXTENSION]
 
 
-def database_url(settings: Settings) -> str:
-    if settings.database_url:
-        return settings.database_url
-    os.makedirs(settings.data_dir, exist_ok=True)
-    return "sqlite:///" + os.path.abspath(os.path.join(settings.data_dir, "switchboard.db"))
-
-
 def build_services(settings: Settings) -> Services:
+    """The embedded engines, or Redis (+ RQ persistence) when SWITCHBOARD_REDIS_URL is set.
+
+    History is Cassandra when SWITCHBOARD_CASSANDRA_HOSTS is set, else SQL (SQLite or
+    the configured database).
+    """
     # Imported here so the module graph stays acyclic (presence needs the accounts code).
     from gateway.presence import PresenceService
     from storage.broker_memory import MemoryBroker
-    from storage.history_sql import SqlHistoryStore
+    from storage.engines import build_history
     from storage.presence_memory import MemoryPresence
     from storage.state_memory import MemoryState
     from workers.queue import InlineJobQueue
 
-    if settings.cassandra_hosts:
-        raise RuntimeError("SWITCHBOARD_CASSANDRA_HOSTS is set, but this build has only "
-                           "SQL history")
     broker: Broker
     state: SharedState
     tracker: PresenceTracker
+    history: HistoryStore
+    jobs: JobQueue
+    store = build_history(settings)
     if settings.redis_url:
-        broker, state, tracker, ids = _redis_engines(settings)
+        broker, state, tracker, ids, history, jobs = _redis_engines(settings, store)
         engine = "redis"
     else:
         broker = MemoryBroker(settings.event_log_size, settings.event_log_ttl)
         state = MemoryState()
         tracker = MemoryPresence(settings.presence_timeout)
         ids = IdGenerator(state.worker_id())
+        history = store
+        jobs = InlineJobQueue(store)
         engine = "memory"
-    history = SqlHistoryStore(settings.history_url or database_url(settings))
     hub = Hub(broker)
     presence = PresenceService(tracker, broker)
-    # History stays SQL and persisting stays inline with Redis too: the send is acked
-    # after the history row commits, which is durable, if slower than a queue.
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
-                    ids=ids, jobs=InlineJobQueue(history), presence=presence, engine=engine)
+                    ids=ids, jobs=jobs, presence=presence, engine=engine)
 
 
-def _redis_engines(
-        settings: Settings) -> tuple[Broker, SharedState, PresenceTracker, IdGenerator]:
-    """Broker, state and presence on one Redis client (standalone or Cluster)."""
+def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[
+        Broker, SharedState, PresenceTracker, IdGenerator, HistoryStore, JobQueue]:
+    """Broker, state, presence and the persist pipeline on one Redis client."""
+    from rq import Queue
+
     from storage.broker_redis import RedisBroker
+    from storage.engines import build_persist_buffer, redis_client, rq_connection
+    from storage.history_tail import TailedHistory
     from storage.presence_redis import RedisPresence
-    from storage.redis_conn import connect
     from storage.state_redis import LeasedIdGenerator, RedisState
+    from workers.jobs import persist_queue_name
+    from workers.queue import RqJobQueue
 
-    client = connect(settings.redis_url, pool_size=settings.redis_pool_size,
-                     pool_timeout=settings.redis_pool_timeout,
-                     socket_timeout=settings.redis_socket_timeout,
-                     connect_timeout=settings.redis_connect_timeout,
-                     health_check_interval=settings.redis_health_check_interval)
+    client = redis_client(settings)
     prefix = settings.redis_prefix
     broker = RedisBroker(client, prefix=prefix, size=settings.event_log_size,
                          ttl=settings.event_log_ttl,
@@ -103,4 +100,7 @@ def _redis_engines(
     state.worker_id()  # lease the id now: a process that cannot must not start
     tracker = RedisPresence(client, prefix=prefix, timeout=settings.presence_timeout,
                             shards=settings.redis_presence_shards)
-    return broker, state, tracker, LeasedIdGenerator(state.lease)
+    buffer = build_persist_buffer(settings, client)
+    queue = Queue(persist_queue_name(settings), connection=rq_connection(settings))
+    return (broker, state, tracker, LeasedIdGenerator(state.lease),
+            TailedHistory(store, buffer), RqJobQueue(buffer, queue, state))

@@ -53,8 +53,8 @@ class Cursor(NamedTuple):
     @classmethod
     def parse(cls, raw: str) -> Cursor:
         epoch, sep, offset = raw.partition(":")
-        if not sep or not epoch or len(raw) > 80 or not offset.isdigit():
+        if not sep or not epoch or len(raw) > 80 or not (offset.isascii() and offset.isdigit()):
             raise InvalidCursor(f"invalid cursor {raw!r}")
-        if not epoch.replace("-", "").isalnum():
+        if not (epoch.isascii() and epoch.replace("-", "").isalnum()):
             raise InvalidCursor(f"invalid cursor {raw!r}")
         return cls(epoch, int(offset))

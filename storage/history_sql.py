@@ -12,7 +12,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Index,
-    Integer,
     MetaData,
     String,
     Table,
@@ -34,9 +33,9 @@ metadata = MetaData()
 messages = Table(
     "messages", metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("conversation_id", Integer, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("sender_id", Integer, nullable=False),
+    Column("sender_id", BigInteger, nullable=False),
     Column("client_msg_id", String(64), nullable=False),
     Column("text", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
@@ -46,8 +45,8 @@ messages = Table(
 
 read_marks = Table(
     "read_marks", metadata,
-    Column("conversation_id", Integer, primary_key=True, autoincrement=False),
-    Column("user_id", Integer, primary_key=True, autoincrement=False),
+    Column("conversation_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("message_id", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
@@ -57,9 +56,9 @@ Index("ix_read_marks_user", read_marks.c.user_id)
 # Per-user message references, in message id order (the Cassandra inbox's mirror).
 inbox = Table(
     "inbox", metadata,
-    Column("user_id", Integer, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     Column("message_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("conversation_id", Integer, nullable=False),
+    Column("conversation_id", BigInteger, nullable=False),
     Column("seq", BigInteger, nullable=False),
 )
 

@@ -25,9 +25,17 @@ class IdGenerator:
         self._seq = 0
         self._lock = threading.Lock()
 
-    def next_id(self) -> int:
+    def next_id(self, after: int | None = None) -> int:
+        """A new id; with ``after``, one greater than it (ordering across nodes).
+
+        Ids of one conversation are made under its lock, each after the previous one:
+        a node whose clock is behind another's then counts from that id's millisecond
+        plus one instead, so id order matches seq order across nodes too.
+        """
         with self._lock:
             now = int(time.time() * 1000)
+            if after is not None:
+                now = max(now, id_time_ms(after) + 1)
             # A clock that steps back must not repeat ids: keep counting from the last
             # millisecond we used until the clock catches up.
             if now <= self._last_ms:

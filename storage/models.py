@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import time
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.db import db
@@ -13,6 +13,11 @@ from storage.db import db
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# 64-bit ids on PostgreSQL (the API accepts any id below 2**63); SQLite needs its
+# INTEGER PRIMARY KEY spelling for row ids, which are 64-bit there anyway.
+Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class ConversationKind(str, enum.Enum):
@@ -27,7 +32,7 @@ class Role(str, enum.Enum):
 
 class User(db.Model):
     __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
     display_name: Mapped[str] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(200))
@@ -47,7 +52,7 @@ class AuthSession(db.Model):
     """One login. The token names it, so logging out (revoking it) ends that token."""
     __tablename__ = "auth_sessions"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     expires_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -55,25 +60,25 @@ class AuthSession(db.Model):
 
 class FriendRequest(db.Model):
     __tablename__ = "friend_requests"
-    from_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    to_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    from_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), primary_key=True)
+    to_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), primary_key=True, index=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
 class Friendship(db.Model):
     """Stored in both directions so "my friends" is one indexed lookup."""
     __tablename__ = "friendships"
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    friend_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), primary_key=True)
+    friend_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), primary_key=True)
     since: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
 class Conversation(db.Model):
     __tablename__ = "conversations"
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))
     title: Mapped[str | None] = mapped_column(String(200), default=None)
-    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_by: Mapped[int] = mapped_column(Id, ForeignKey("users.id"))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     # "low:high" user ids for direct chats; the unique index makes "exactly one direct
     # conversation per pair" hold under concurrent creation too.
@@ -83,8 +88,8 @@ class Conversation(db.Model):
 class Membership(db.Model):
     __tablename__ = "memberships"
     conversation_id: Mapped[int] = mapped_column(
-        ForeignKey("conversations.id"), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+        Id, ForeignKey("conversations.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER.value)
     joined_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     muted: Mapped[bool] = mapped_column(default=False)

@@ -159,9 +159,9 @@ class LeasedIdGenerator(IdGenerator):
         super().__init__(lease.check())
         self.lease = lease
 
-    def next_id(self) -> int:
+    def next_id(self, after: int | None = None) -> int:
         self.lease.check()
-        return super().next_id()
+        return super().next_id(after)
 
 
 class RedisState(SharedState):

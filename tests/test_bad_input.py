@@ -432,9 +432,6 @@ def test_rejected_with_clear_error_and_nothing_written(world: World, case: Case)
     assert snapshot(world.app) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "storage/events.py Cursor.parse: str.isdigit() accepts '²', int() then raises a bare "
-    "ValueError (not InvalidCursor) -> 500; owned by another engineer"))
 def test_cursor_with_non_ascii_digit_is_rejected(world: World) -> None:
     response = world.client.get("/v1/events", query_string={"cursor": "abc:\u00b2"},
                                 headers=world.h("alice"))
@@ -693,11 +690,6 @@ def test_bad_websocket_frame_gets_an_error_frame(ws_pair, name: str) -> None:  #
     assert alice.messages(cid) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway/api/events.py (another engineer's): _ws_handle parses frames with json.loads "
-    "catching only ValueError (RecursionError escapes) and echoes `ref` unchecked "
-    "(send_json fails encoding a lone surrogate); either exception kills the _ws_reader "
-    "greenlet, so the socket stays open but never answers a frame again"))
 @pytest.mark.parametrize("name", list(WS_FRAMES_KILLING_THE_READER))
 def test_hostile_websocket_frame_does_not_kill_the_reader(ws_pair, name: str) -> None:  # type: ignore[no-untyped-def]
     _, _, feed = ws_pair

@@ -20,7 +20,7 @@ import requests
 from storage.redis_conn import connect, delete_prefix
 from switchboard_client import Api, open_transport
 from tests.conftest import unique_name
-from tests.servers import GatewayServer
+from tests.servers import GatewayServer, WorkerProcess
 from tests.services import require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -51,9 +51,12 @@ def nodes(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     database_url = require_service("postgres")
     prefix = f"sbx-{uuid.uuid4().hex[:10]}"
     env = {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_DATABASE_URL": database_url,
-           "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32), "SWITCHBOARD_REDIS_PREFIX": prefix}
+           "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32), "SWITCHBOARD_REDIS_PREFIX": prefix,
+           # RQ needs a standalone Redis, also beside a Cluster.
+           "SWITCHBOARD_RQ_REDIS_URL": require_service("redis")}
     base: Path = tmp_path_factory.mktemp("cross-node")
     started: list[GatewayServer] = []
+    worker = WorkerProcess(base, env).start()
     try:
         # One after the other: the first creates the tables the second then finds.
         for name in ("a", "b"):
@@ -62,6 +65,7 @@ def nodes(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
             assert health["engine"] == "redis"
         yield Cluster(*started)
     finally:
+        worker.stop()
         for server in started:
             server.stop()
         client = connect(redis_url, pool_size=4)

@@ -16,7 +16,7 @@ from rq import Queue, SimpleWorker
 
 from config import Settings
 from storage.engines import rq_connection
-from workers.jobs import PERSIST_QUEUE, enqueue_drain, worker_engines
+from workers.jobs import enqueue_drain, persist_queue_name, worker_engines
 
 log = logging.getLogger("switchboard.worker")
 
@@ -42,7 +42,7 @@ def main() -> None:
         raise SystemExit("workers need SWITCHBOARD_REDIS_URL (the embedded mode runs jobs "
                          "inside the gateway)")
     connection = rq_connection(settings)
-    queue = Queue(PERSIST_QUEUE, connection=connection)
+    queue = Queue(persist_queue_name(settings), connection=connection)
     worker_engines()  # connect before taking jobs: fail fast on a bad configuration
     stop = threading.Event()
     watcher = threading.Thread(target=watch_backlog, args=(queue, 1.0, stop), daemon=True)

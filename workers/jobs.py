@@ -17,7 +17,11 @@ from config import Settings
 
 log = logging.getLogger(__name__)
 
-PERSIST_QUEUE = "switchboard-persist"
+
+def persist_queue_name(settings: Settings) -> str:
+    """Named by the Redis prefix, so deployments (and tests) sharing a Redis stay apart."""
+    return f"{settings.redis_prefix}-persist"
+
 # A failing history store (Cassandra down) is retried with growing pauses; the entries
 # stay pending in Redis meanwhile, and the worker's own backlog check keeps retrying
 # after these run out.

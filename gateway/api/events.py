@@ -182,11 +182,17 @@ def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
     """One client frame -> its answer, with the same rules as the HTTP routes."""
     try:
         frame = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _ws_error(None, bad_request("frame is not valid JSON", "invalid_json"))
     if not isinstance(frame, dict):
         return _ws_error(None, bad_request("frame must be a JSON object", "invalid_json"))
     ref = frame.get("ref")
+    # Echoed back verbatim, so only a short plain string or number is accepted.
+    if ref is not None and not (isinstance(ref, (int, str)) and not isinstance(ref, bool)
+                                and len(str(ref)) <= 64 and str(ref).isprintable()
+                                and str(ref).isascii()):
+        return _ws_error(None, bad_request("'ref' must be a short ASCII string or number",
+                                           "invalid_field", field="ref"))
     kind = frame.get("type")
     try:
         services().presence.touch(user_id)
