@@ -23,6 +23,19 @@ accesslog = os.environ.get("SWITCHBOARD_ACCESS_LOG") or None
 loglevel = os.environ.get("SWITCHBOARD_LOG_LEVEL", "info")
 
 
+# Prometheus samples of every worker go to files here, so a scrape of any worker reports
+# the whole node (gateway/metrics.py). Emptied at start: old workers' files would count.
+metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    os.path.join(os.path.abspath(os.environ.get("SWITCHBOARD_DATA_DIR", "./var")), "metrics"))
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     # Every worker needs its own random state (ids, tickets) after fork.
     import random
@@ -31,6 +44,10 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
 
 
 def on_starting(server):
+    import shutil
+
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
     if server.cfg.workers > 1 and not os.environ.get("SWITCHBOARD_REDIS_URL"):
         raise SystemExit("Switchboard: the embedded memory engine serves one worker; set "
                          "SWITCHBOARD_REDIS_URL to run several (SWITCHBOARD_WORKERS).")

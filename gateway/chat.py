@@ -11,6 +11,7 @@ import time
 
 from gateway.conversations import member_ids, require_member
 from gateway.errors import conflict, not_found, too_many
+from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
@@ -81,6 +82,7 @@ def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: 
         svc.state.remember(_cmid_key(sender_id, client_msg_id),
                            json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
         svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
+    MESSAGES_SENT.inc()
     return message
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from gevent.event import Event
 
+from gateway.metrics import CONNECTIONS
 from storage.broker import Broker
 from storage.events import EventType
 
@@ -49,12 +50,16 @@ class Hub:
             subs = self._subs[user_id] = set()
             self.broker.watch(user_id)
         subs.add(sub)
+        if transport != "poll":  # a plain poll is a request, not a connection
+            CONNECTIONS.labels(transport).inc()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.user_id)
         if subs is not None and sub in subs:
             subs.discard(sub)
+            if sub.transport != "poll":
+                CONNECTIONS.labels(sub.transport).dec()
             if not subs:
                 del self._subs[sub.user_id]
                 self.broker.unwatch(sub.user_id)

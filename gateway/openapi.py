@@ -123,6 +123,7 @@ def document() -> dict[str, Any]:
         "/v1/presence": {"get": _op("Online status and last seen", params=[
             _q("user_ids", {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}, True)])},
         "/v1/health": {"get": _op("Liveness and engine", auth=False)},
+        "/v1/ready": {"get": _op("Readiness: databases reachable, not draining", auth=False)},
         "/v1/openapi.json": {"get": _op("This document", auth=False)},
     }
     return {

@@ -55,3 +55,27 @@ def test_embedded_engine_refuses_several_workers(tmp_path):
                           timeout=60)
     assert proc.returncode != 0
     assert "SWITCHBOARD_REDIS_URL" in proc.stdout + proc.stderr
+
+
+def test_metrics_and_readiness_over_gunicorn(new_user, gateway):
+    import requests
+
+    from switchboard_client import open_transport
+
+    alice, bob = new_user(), new_user()
+    conv = alice.direct(bob.user_id)["id"]
+    feed = open_transport("sse", bob)
+    try:
+        alice.send(conv, "counted")
+        assert feed.collect(1, 10, kind="message.created")
+        text = requests.get(gateway.url + "/metrics", timeout=10).text
+    finally:
+        feed.close()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['switchboard_connections{transport="sse"}'] >= 1
+    assert samples["switchboard_messages_sent_total"] >= 1
+    assert samples['switchboard_events_delivered_total{transport="sse"}'] >= 1
+    assert samples['switchboard_delivery_latency_seconds_count{transport="sse"}'] >= 1
+    ready = requests.get(gateway.url + "/v1/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True

@@ -10,3 +10,4 @@ def init_app(app: Flask) -> None:
 
     for module in (accounts, conversations, events, presence, meta, web):
         app.register_blueprint(module.bp)
+    app.register_blueprint(meta.metrics_bp)

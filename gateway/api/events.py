@@ -22,7 +22,7 @@ from flask import (
     stream_with_context,
 )
 
-from gateway import chat
+from gateway import chat, metrics
 from gateway import validation as v
 from gateway import websocket as ws
 from gateway.api.conversations import parse_message_id, parse_send
@@ -46,9 +46,11 @@ def _open_feed(transport: str, cursor: str | None) -> Feed:
             svc.settings.max_connections_per_user):
         raise too_many("too many live connections for this user")
     try:
-        return Feed(svc, session.user_id, session.id, cursor, transport)
+        feed = Feed(svc, session.user_id, session.id, cursor, transport)
     except InvalidCursor as err:
         raise bad_request(str(err), "invalid_cursor") from None
+    metrics.note_fallback(request.args.get("fallback_from"), transport)
+    return feed
 
 
 @bp.post("/tickets")
@@ -68,6 +70,7 @@ def poll():
         batch = feed.next(wait, limit)
     finally:
         feed.close()
+    metrics.observe_delivery(feed.sub.transport, batch.events)
     body: dict[str, Any] = {"events": batch.events, "cursor": batch.cursor}
     if batch.closed:
         body["closed"] = batch.closed
@@ -97,6 +100,7 @@ def stream():
                     return
                 if not batch.events:
                     yield ": ping\n\n"
+                metrics.observe_delivery("sse", batch.events)
                 for payload in batch.events:
                     if payload["type"] == "reset":
                         payload = {**payload, "id": batch.cursor}
@@ -149,6 +153,7 @@ def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
                         else ws.CLOSE_SERVICE_RESTART)
                 sock.close(code, batch.closed)
                 return
+            metrics.observe_delivery("ws", batch.events)
             for payload in batch.events:
                 if payload["type"] == "reset":
                     payload = {**payload, "id": batch.cursor}

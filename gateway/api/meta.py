@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
+from gateway import metrics
 from gateway.openapi import document
 from gateway.services import services
+from storage.db import db
 
 bp = Blueprint("meta", __name__, url_prefix="/v1")
 
@@ -17,6 +21,37 @@ def health():
                     "connections": dict(svc.hub.counts_by_transport())})
 
 
+@bp.get("/ready")
+def ready():
+    """Readiness for load balancers: the databases answer and this node is not draining."""
+    svc = services()
+    problems = []
+    if getattr(svc, "draining", False):
+        problems.append("draining")
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        problems.append("database")
+    finally:
+        db.session.close()
+    try:
+        svc.broker.tip(0)
+    except Exception:  # any failure of the delivery engine means not ready
+        problems.append("broker")
+    body = {"ready": not problems, "problems": problems, "engine": svc.engine}
+    return jsonify(body), 200 if not problems else 503
+
+
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(document())
+
+
+# Outside /v1: where Prometheus looks by default.
+metrics_bp = Blueprint("metrics", __name__)
+
+
+@metrics_bp.get("/metrics")
+def prometheus():
+    body, content_type = metrics.render(services().jobs)
+    return Response(body, content_type=content_type)
