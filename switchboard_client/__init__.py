@@ -7,8 +7,14 @@ Used by bots, the CLI, the tests and the load generator::
     api.sign_up("alice", "correct horse")
     feed = open_transport("ws", api)          # or "sse", "longpoll", "poll"
     for event in feed.next_batch(timeout=5): ...
+
+    client = Client(api)                      # best transport, reconnect, resume, dedupe
+    for event in client.events(timeout=60): ...
+
+``python -m switchboard_client --help`` is a small CLI over the same pieces.
 """
 
+from switchboard_client.client import Client
 from switchboard_client.rest import Api, ApiError
 from switchboard_client.transports import (
                                            TRANSPORTS,
@@ -21,6 +27,6 @@ from switchboard_client.transports import (
                                            open_transport,
 )
 
-__all__ = ["TRANSPORTS", "Api", "ApiError", "EventTransport", "LongPollTransport",
+__all__ = ["TRANSPORTS", "Api", "ApiError", "Client", "EventTransport", "LongPollTransport",
            "PollTransport", "SSETransport", "TransportClosed", "WebSocketTransport",
            "open_transport"]

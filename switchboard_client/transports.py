@@ -158,9 +158,17 @@ class _ThreadedTransport(EventTransport):
     def _read_loop(self) -> None:  # pragma: no cover - replaced by subclasses
         raise NotImplementedError
 
-    def _await_ready(self, timeout: float = 10.0) -> None:
+    # Seconds to wait for the stream's first frame. A buffering proxy holds an SSE stream
+    # back entirely, so silence this long means the path cannot stream.
+    ready_timeout = 10.0
+
+    def _await_ready(self) -> None:
         # The first frame is "ready" with the cursor the stream starts from.
-        first = self._queue.get(timeout=timeout)
+        try:
+            first = self._queue.get(timeout=self.ready_timeout)
+        except queue.Empty:
+            self.close()
+            raise TransportClosed("no ready event (held back by a proxy?)") from None
         if isinstance(first, TransportClosed):
             raise first
         self._track([first])
@@ -208,11 +216,18 @@ class SSETransport(_ThreadedTransport):
         if self.cursor:
             headers["Last-Event-ID"] = self.cursor
         try:
+            # The head must come within ready_timeout: a buffering proxy holds it back.
             response = self.api.http.get(f"{self.api.base_url}/v1/events/stream",
                                          params=params, headers=headers, stream=True,
-                                         timeout=(10, self.read_timeout))
+                                         timeout=(10, min(self.read_timeout,
+                                                          self.ready_timeout)))
+        except requests.ReadTimeout as err:
+            raise TransportClosed("no response head (held back by a proxy?)") from err
         except requests.RequestException as err:
             raise TransportClosed(f"network: {err}") from err
+        sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(self.read_timeout)  # the stream itself: heartbeats every 15 s
         if response.status_code != 200:
             body = response.json() if response.content else None
             response.close()
