@@ -125,6 +125,14 @@ class Settings:
 
     # --- server ------------------------------------------------------------------------
     require_gevent: bool = False  # wsgi.py sets True: refuse to serve unpatched
+    # Base URL clients use to reach this node, published for discovery (GET
+    # /v1/discover). Empty: http://<gunicorn bind address>, with this host's name in
+    # place of a wildcard address.
+    public_url: str = ""
+    # A node missing from Redis this long drops out of discovery; each worker refreshes
+    # its entry every third of it. Short enough that clients stop being sent to a dead
+    # node quickly, long enough that a busy event loop or a Redis hiccup does not flap.
+    discovery_ttl: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

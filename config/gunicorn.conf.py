@@ -16,6 +16,9 @@ worker_connections = int(os.environ.get("SWITCHBOARD_WORKER_CONNECTIONS", "10000
 timeout = 30
 # Idle keep-alive connections between long-polls; above the clients' reconnect gap.
 keepalive = 75
+# Longest a SIGTERM'd worker waits for its clients to leave. The drain tells every stream
+# to reconnect elsewhere at once and closes idle keep-alive connections, so a worker
+# normally exits within a second or two; this only bounds requests still in progress.
 graceful_timeout = int(os.environ.get("SWITCHBOARD_GRACEFUL_TIMEOUT", "30"))
 # No preload: each worker builds its own engines after fork (sockets, Cassandra sessions).
 preload_app = False
@@ -41,6 +44,22 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     import random
 
     random.seed()
+
+
+def post_worker_init(worker):
+    # After gunicorn installed its signal handlers and loaded the app, before it serves:
+    # announce this worker in discovery and chain the graceful drain to its SIGTERM
+    # handler (gateway/drain.py explains what gunicorn alone would do).
+    from gateway.drain import install
+
+    install(worker)
+
+
+def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    # Leave discovery and release the leased worker id now rather than after their TTLs.
+    from gateway.drain import withdraw
+
+    withdraw(worker)
 
 
 def on_starting(server):

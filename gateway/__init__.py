@@ -56,7 +56,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     if settings.require_gevent:
         check_gevent()
 
-    from gateway import api, errors
+    from gateway import api, discovery, errors
     from gateway.services import EXTENSION, build_services
     from storage import models  # noqa: F401 - registers the tables for create_all
     from storage.db import db, engine_options
@@ -78,6 +78,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     svc = build_services(settings)
     app.extensions[EXTENSION] = svc
     errors.init_app(app)
+    discovery.init_app(app)
     api.init_app(app)
 
     @app.teardown_appcontext

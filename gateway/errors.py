@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,16 @@ def too_many(message: str = "rate limit exceeded") -> ApiError:
     return ApiError(429, "rate_limited", message)
 
 
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "unavailable", message)
+
+
+# The scaled engine's store is unreachable (restart, failover, network): the request did
+# not happen, and the same request (same client_msg_id) succeeds once it is back.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+# Seconds a client should wait before retrying a 503: Redis restarts in about that long.
+_RETRY_AFTER = "1"
+
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
                404: "not_found", 405: "method_not_allowed", 413: "body_too_large",
                415: "unsupported_media_type", 429: "rate_limited"}
@@ -67,7 +79,15 @@ def init_app(app: Flask) -> None:
         response.status_code = err.status
         if err.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="switchboard"'
+        if err.status == 503:
+            response.headers["Retry-After"] = _RETRY_AFTER
         return response
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def _store_unavailable(err: Exception):  # type: ignore[no-untyped-def]
+        log.warning("store unavailable: %s", err)
+        return _api_error(unavailable("the message store is unavailable; retry shortly"))
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):  # type: ignore[no-untyped-def]

@@ -6,11 +6,18 @@ an event appended between the read and the wait still wakes it (no lost wake-up)
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, NamedTuple
 
+from gateway.errors import UNAVAILABLE
 from gateway.services import Services
 from storage.events import EventType
+
+log = logging.getLogger(__name__)
+
+# Seconds between reads of a stream's log while Redis is unreachable.
+_UNAVAILABLE_RETRY = 0.5
 
 
 class Batch(NamedTuple):
@@ -46,7 +53,16 @@ class Feed:
                 self._pending_reset = False
                 return Batch([self._reset_event()], self.cursor, None)
             ephemeral = self.sub.take_ephemeral()
-            read = self.svc.broker.read(self.user_id, self.cursor, limit)
+            try:
+                read = self.svc.broker.read(self.user_id, self.cursor, limit)
+            except UNAVAILABLE as exc:
+                # Redis restarting: keep the connection and read again shortly; the
+                # subscriber's recovery wakes us as soon as it is back.
+                if ephemeral or self.sub.closed or time.monotonic() >= deadline:
+                    return Batch(ephemeral, self.cursor, None if ephemeral else self.sub.closed)
+                log.debug("event log unavailable, retrying: %s", exc)
+                self.sub.wake.wait(min(_UNAVAILABLE_RETRY, max(0.0, deadline - time.monotonic())))
+                continue
             self.cursor = read.cursor
             if read.reset:
                 return Batch([*ephemeral, self._reset_event()], self.cursor, None)
@@ -65,7 +81,10 @@ class Feed:
     def touch(self) -> None:
         """A live connection is a presence heartbeat."""
         self._last_touch = time.monotonic()
-        self.svc.presence.touch(self.user_id)
+        try:
+            self.svc.presence.touch(self.user_id)
+        except UNAVAILABLE as exc:  # a missed heartbeat is harmless; the next one counts
+            log.info("presence heartbeat skipped: %s", exc)
 
     def _reset_event(self) -> dict[str, Any]:
         return {"type": EventType.RESET.value,

@@ -41,10 +41,12 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._subs: dict[int, set[Subscription]] = {}
+        self.closing: str | None = None  # set by close_all: streams opened later end at once
         broker.attach(self)
 
     def subscribe(self, user_id: int, session_id: str, transport: str) -> Subscription:
         sub = Subscription(user_id, session_id, transport)
+        sub.closed = self.closing
         subs = self._subs.get(user_id)
         if subs is None:
             subs = self._subs[user_id] = set()
@@ -92,6 +94,8 @@ class Hub:
                 sub.wake.set()
 
     def close_all(self, reason: str) -> None:
+        """End every connection (``reason``), and every one opened from now on."""
+        self.closing = reason
         for subs in self._subs.values():
             for sub in subs:
                 sub.closed = reason

@@ -122,7 +122,11 @@ def document() -> dict[str, Any]:
                                            201, tags=ev)},
         "/v1/presence": {"get": _op("Online status and last seen", params=[
             _q("user_ids", {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}, True)])},
-        "/v1/health": {"get": _op("Liveness and engine", auth=False)},
+        "/v1/health": {"get": _op("Liveness, engine, this worker's id and drain state",
+                                  auth=False)},
+        "/v1/discover": {"get": _op("The least-loaded live gateway node, and every live "
+                                    "node with its connections (for (re)connecting)",
+                                    auth=False)},
         "/v1/ready": {"get": _op("Readiness: databases reachable, not draining", auth=False)},
         "/v1/openapi.json": {"get": _op("This document", auth=False)},
     }

@@ -23,6 +23,10 @@ CLAIM = "{prefix}:once:{key}"
 BUCKET = "{prefix}:rate:{key}"
 WORKER_LEASE = "{prefix}:worker:{worker_id}"
 
+# --- discovery: one entry per gateway worker, both keys in one slot for one script ---------
+NODES_EXPIRY = "{prefix}:{{nodes}}:expiry"  # zset "<url>#<host>:<pid>" -> expiry (ms)
+NODES_INFO = "{prefix}:{{nodes}}:info"  # hash, same members -> JSON (url, connections)
+
 # --- presence ----------------------------------------------------------------------------
 PRESENCE_ONLINE = "{prefix}:presence:{{p:{shard}}}:online"  # zset user -> last heartbeat
 PRESENCE_SEEN = "{prefix}:presence:{{p:{shard}}}:seen:{user_id}"  # last heartbeat, kept
@@ -62,6 +66,10 @@ class KeySpace:
 
     def worker_lease(self, worker_id: int) -> str:
         return WORKER_LEASE.format(prefix=self.prefix, worker_id=worker_id)
+
+    def nodes(self) -> tuple[str, str]:
+        """(expiry zset, info hash) of the discovery registry."""
+        return (NODES_EXPIRY.format(prefix=self.prefix), NODES_INFO.format(prefix=self.prefix))
 
     def presence_online(self, shard: int) -> str:
         return PRESENCE_ONLINE.format(prefix=self.prefix, shard=shard)

@@ -6,8 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from gateway.api import accounts, conversations, events, meta, presence, web
+    from gateway.api import accounts, conversations, discover, events, meta, presence, web
 
-    for module in (accounts, conversations, events, presence, meta, web):
+    for module in (accounts, conversations, events, presence, meta, discover, web):
         app.register_blueprint(module.bp)
     app.register_blueprint(meta.metrics_bp)

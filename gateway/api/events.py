@@ -27,7 +27,7 @@ from gateway import validation as v
 from gateway import websocket as ws
 from gateway.api.conversations import parse_message_id, parse_send
 from gateway.auth import authenticate, issue_ticket
-from gateway.errors import ApiError, bad_request, too_many
+from gateway.errors import UNAVAILABLE, ApiError, bad_request, too_many, unavailable
 from gateway.feed import Feed
 from gateway.services import services
 from storage.db import db
@@ -223,6 +223,9 @@ def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
         raise bad_request("unknown frame type", "invalid_frame")
     except ApiError as err:
         return _ws_error(ref, err)
+    except UNAVAILABLE:
+        # The same answer as HTTP's 503: the client retries with the same client_msg_id.
+        return _ws_error(ref, unavailable("the message store is unavailable; retry shortly"))
     finally:
         db.session.close()
 

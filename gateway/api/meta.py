@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,8 +19,12 @@ bp = Blueprint("meta", __name__, url_prefix="/v1")
 @bp.get("/health")
 def health():
     svc = services()
+    # worker_id: the Snowflake worker id this process leased (tests check no two live
+    # workers share one); draining: set once SIGTERM began a graceful drain.
     return jsonify({"status": "ok", "engine": svc.engine,
-                    "connections": dict(svc.hub.counts_by_transport())})
+                    "connections": dict(svc.hub.counts_by_transport()),
+                    "worker_id": svc.ids.worker_id, "pid": os.getpid(),
+                    "draining": svc.hub.closing is not None})
 
 
 @bp.get("/ready")
