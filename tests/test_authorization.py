@@ -32,7 +32,7 @@ PASSWORD = "password123"
 
 # Routes anyone may call. Everything else in url_map must demand credentials.
 PUBLIC = {("POST", "/v1/users"), ("POST", "/v1/sessions"), ("GET", "/v1/health"),
-          ("GET", "/v1/openapi.json"), ("GET", "/")}
+          ("GET", "/v1/ready"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/")}
 PUBLIC_ENDPOINTS = {"static"}
 
 
@@ -337,7 +337,8 @@ def _authenticated_routes(app) -> list[tuple[str, str, Any]]:
 
 def _url(w: World, rule: str) -> str:
     return (rule.replace("<int:conversation_id>", str(w.group))
-            .replace("<int:user_id>", str(w.ids["bob"])))
+            .replace("<int:user_id>", str(w.ids["bob"]))
+            .replace("<int:device_id>", "1"))
 
 
 def _request(w: World, method: str, rule: Any, creds: Creds):
