@@ -123,6 +123,40 @@ class Settings:
     presence_timeout: float = 30.0  # offline after this long without a heartbeat
     presence_sweep_interval: float = 1.0
 
+    # --- push notifications ------------------------------------------------------------
+    # One push per user per this many seconds: a burst of messages to an offline user
+    # wakes their phone once, and the next push says how many arrived meanwhile.
+    push_window: float = 10.0
+    # A gateway process re-registers its live connections in the engine every third of
+    # this; a process that dies without deregistering stops counting after it.
+    push_connection_ttl: float = 30.0
+    # A closed connection still counts as live this long: covers the gap between two
+    # long-polls, a poll interval and a quick reconnect, so those users get no push.
+    push_connection_linger: float = 10.0
+    # Connect and read timeout of every request to a push provider or webhook.
+    push_timeout: float = 5.0
+    # Further attempts after a 5xx, 429, timeout or connection error, with doubling pauses
+    # from push_retry_backoff seconds.
+    push_retries: int = 3
+    push_retry_backoff: float = 1.0  # first pause between attempts, doubled each time
+    # Embedded mode: notification jobs run in this many greenlets; Redis mode: this many
+    # greenlets hand jobs to RQ. Either way a slow provider holds only these, never a send.
+    push_concurrency: int = 20
+    # Notification jobs waiting for a free greenlet; beyond this they are dropped (logged).
+    push_queue_size: int = 10000
+    max_devices_per_user: int = 20  # push targets (browsers, webhooks) per user
+    # Allow http:// and loopback/private-address push targets (tests, development).
+    push_allow_insecure_targets: bool = False
+    # VAPID "sub" claim: a mailto: or https: contact for push services (RFC 8292).
+    push_vapid_subject: str = "mailto:push@switchboard.invalid"
+    # VAPID private key (PEM). Empty: generated once and kept (data_dir, or Redis).
+    push_vapid_private_key: str = ""
+    # How long a push service keeps a Web Push message for a device that is offline.
+    push_ttl: int = 24 * 3600
+    # A notification job older than this (a backlog after an outage) is dropped: a phone
+    # should not buzz for a message the user has likely read elsewhere by now.
+    push_max_age: float = 300.0
+
     # --- server ------------------------------------------------------------------------
     require_gevent: bool = False  # wsgi.py sets True: refuse to serve unpatched
     # Base URL clients use to reach this node, published for discovery (GET

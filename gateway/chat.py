@@ -83,6 +83,8 @@ def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: 
                            json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
         svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
     MESSAGES_SENT.inc()
+    # Step 5 (push to members with no live connection): only queued here, never sent.
+    svc.notifier.message_created(message, members)
     return message
 
 

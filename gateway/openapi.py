@@ -53,6 +53,7 @@ _TICKET = _q("ticket", {"type": "string"},
 
 def document() -> dict[str, Any]:
     acc, conv, ev = ("accounts",), ("conversations",), ("events",)
+    push = ("push",)
     paths: dict[str, dict[str, Any]] = {
         "/v1/users": {
             "post": _op("Sign up", 201, _obj(
@@ -90,7 +91,10 @@ def document() -> dict[str, Any]:
                      title={"type": "string", "minLength": 1, "maxLength": 200},
                      member_ids={"type": "array", "items": _ID})]}, tags=conv)},
         "/v1/conversations/{conversation_id}": {
-            "get": _op("A conversation, its members and read marks", params=_CONV, tags=conv)},
+            "get": _op("A conversation, its members and read marks", params=_CONV, tags=conv),
+            "patch": _op("My settings of a conversation (muted: no pushes)",
+                         body=_obj(["muted"], muted={"type": "boolean"}), params=_CONV,
+                         tags=("push",))},
         "/v1/conversations/{conversation_id}/members": {
             "post": _op("Add a member (group admins)", 201, _obj(["user_id"], user_id=_ID),
                         params=_CONV, tags=conv)},
@@ -120,6 +124,25 @@ def document() -> dict[str, Any]:
                                      tags=ev)},
         "/v1/events/tickets": {"post": _op("A single-use ticket for EventSource/WebSocket",
                                            201, tags=ev)},
+        "/v1/devices": {
+            "get": _op("My push targets (browsers, webhooks)", tags=push),
+            "post": _op("Register a push target (again: updates it)", 201, {"oneOf": [
+                _obj(["kind", "subscription"], kind={"const": "webpush"},
+                     subscription=_obj(["endpoint", "keys"],
+                                       endpoint={"type": "string", "maxLength": 2048},
+                                       expirationTime={"type": ["number", "null"]},
+                                       keys=_obj(["p256dh", "auth"],
+                                                 p256dh={"type": "string"},
+                                                 auth={"type": "string"})),
+                     label={"type": "string", "minLength": 1, "maxLength": 64}),
+                _obj(["kind", "url"], kind={"const": "webhook"},
+                     url={"type": "string", "maxLength": 2048},
+                     label={"type": "string", "minLength": 1, "maxLength": 64})]},
+                        tags=push)},
+        "/v1/devices/{device_id}": {"delete": _op("Remove a push target", 204,
+                                                  params=[_p("device_id")], tags=push)},
+        "/v1/push/vapid-public-key": {"get": _op("The applicationServerKey for "
+                                                 "PushManager.subscribe", tags=push)},
         "/v1/presence": {"get": _op("Online status and last seen", params=[
             _q("user_ids", {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"}, True)])},
         "/v1/health": {"get": _op("Liveness, engine, this worker's id and drain state",

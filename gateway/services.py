@@ -29,8 +29,10 @@ class Services:
     jobs: JobQueue
     presence: PresenceService  # noqa: F821 - defined in gateway.presence
     engine: str  # "memory" or "redis", for /v1/health and the logs
+    notifier: Notifier  # noqa: F821 - defined in gateway.notifications
 
     def close(self) -> None:
+        self.notifier.close()
         self.broker.close()
         self.history.close()
         self.state.close()
@@ -47,6 +49,7 @@ def build_services(settings: Settings) -> Services:
     the configured database).
     """
     # Imported here so the module graph stays acyclic (presence needs the accounts code).
+    from gateway.notifications import build_push
     from gateway.presence import PresenceService
     from storage.broker_memory import MemoryBroker
     from storage.engines import build_history
@@ -71,10 +74,11 @@ def build_services(settings: Settings) -> Services:
         history = store
         jobs = InlineJobQueue(store)
         engine = "memory"
-    hub = Hub(broker)
+    # The Hub also registers live connections, so push skips connected members.
+    hub, notifier = build_push(settings, broker, getattr(state, "client", None))
     presence = PresenceService(tracker, broker)
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
-                    ids=ids, jobs=jobs, presence=presence, engine=engine)
+                    ids=ids, jobs=jobs, presence=presence, engine=engine, notifier=notifier)
 
 
 def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[

@@ -1,11 +1,11 @@
-"""Relational models: users, sessions, friends, conversations, memberships."""
+"""Relational models: users, sessions, friends, conversations, memberships, devices."""
 
 from __future__ import annotations
 
 import enum
 import time
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.db import db
@@ -97,5 +97,35 @@ class Membership(db.Model):
     __table_args__ = (Index("ix_memberships_user", "user_id", "conversation_id"),)
 
 
-__all__ = ["AuthSession", "Conversation", "ConversationKind", "FriendRequest",
-           "Friendship", "Membership", "Role", "User", "now_ms"]
+
+class DeviceKind(str, enum.Enum):
+    WEBPUSH = "webpush"
+    WEBHOOK = "webhook"
+
+
+class Device(db.Model):
+    """A push target of one user: a browser's Web Push subscription or a webhook URL."""
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    # sha256 of the endpoint: a short unique key (endpoints are too long to index well).
+    endpoint_hash: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Web Push: the browser's P-256 public key and auth secret (base64url).
+    p256dh: Mapped[str | None] = mapped_column(String(128), default=None)
+    auth: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Webhook: the HMAC key, shown to the user once, at registration.
+    secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+    __table_args__ = (UniqueConstraint("user_id", "endpoint_hash"),)
+
+    def view(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "endpoint": self.endpoint,
+                "label": self.label, "created_at": self.created_at}
+
+
+__all__ = ["AuthSession", "Conversation", "ConversationKind", "Device", "DeviceKind",
+           "FriendRequest", "Friendship", "Membership", "Role", "User", "now_ms"]

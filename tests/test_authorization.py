@@ -32,7 +32,8 @@ PASSWORD = "password123"
 
 # Routes anyone may call. Everything else in url_map must demand credentials.
 PUBLIC = {("POST", "/v1/users"), ("POST", "/v1/sessions"), ("GET", "/v1/health"),
-          ("GET", "/v1/ready"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/")}
+          ("GET", "/v1/ready"), ("GET", "/metrics"), ("GET", "/v1/discover"),
+          ("GET", "/v1/openapi.json"), ("GET", "/")}
 PUBLIC_ENDPOINTS = {"static"}
 
 

@@ -585,7 +585,8 @@ def _json_routes(app) -> list[tuple[str, str, str]]:
 
 def _concrete(w: World, rule: str) -> str:
     return (rule.replace("<int:conversation_id>", str(w.group))
-            .replace("<int:user_id>", str(w.id("carol"))))
+            .replace("<int:user_id>", str(w.id("carol")))
+            .replace("<int:device_id>", "1"))
 
 
 def test_sweep_covers_the_known_json_routes(app) -> None:
@@ -594,7 +595,8 @@ def test_sweep_covers_the_known_json_routes(app) -> None:
             "conversations.create_conversation", "conversations.add_member",
             "conversations.send", "conversations.mark_read"} <= endpoints
     for rule in app.url_map.iter_rules():  # a new parameter name needs a sample value here
-        assert set(rule.arguments) <= {"conversation_id", "user_id", "filename"}, rule.rule
+        assert set(rule.arguments) <= {"conversation_id", "user_id", "device_id",
+                                      "filename"}, rule.rule
 
 
 @pytest.mark.parametrize("body", list(SWEEP_BODIES))

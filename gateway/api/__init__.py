@@ -10,4 +10,7 @@ def init_app(app: Flask) -> None:
 
     for module in (accounts, conversations, events, presence, meta, discover, web):
         app.register_blueprint(module.bp)
+    from gateway.api import devices
+
+    app.register_blueprint(devices.bp)
     app.register_blueprint(meta.metrics_bp)

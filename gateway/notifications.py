@@ -1,0 +1,164 @@
+"""Step 5 of the message flow on the gateway side: who is connected, and handing off jobs.
+
+*Live connection*, across nodes: every gateway process registers its Hub's connections
+in the ConnectionRegistry (Redis in the scaled mode), renews them every third of
+``push_connection_ttl`` and lets a closed one linger ``push_connection_linger`` seconds
+(long-poll gaps, reconnects). Presence alone would be a poor proxy: it stays "online"
+for 30 s after a tab closes and says nothing about which transport is really open.
+
+Hand-off: ``message_created`` only puts the message on a bounded in-process queue; a
+fixed set of greenlets drains it, drops live members, and either runs the job itself
+(embedded mode) or queues it on RQ (Redis mode). A slow or dead push provider can hold
+those greenlets and fill that queue, never a send.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gevent
+from gevent.queue import Full, Queue
+from redis.exceptions import RedisError
+
+from config import Settings
+from gateway.hub import Hub, Subscription
+from storage.broker import Broker
+from storage.connections import ConnectionRegistry
+from storage.history import Message
+
+log = logging.getLogger(__name__)
+
+
+class TrackedHub(Hub):
+    """The Hub, also telling the ConnectionRegistry which users are connected here."""
+
+    def __init__(self, broker: Broker, registry: ConnectionRegistry) -> None:
+        super().__init__(broker)
+        self.registry = registry
+        self._process = secrets.token_hex(6)  # unique per process: node and worker
+        self._serial = itertools.count(1)
+        self._ids: dict[Subscription, str] = {}
+        self._renewer: gevent.Greenlet | None = None
+
+    def subscribe(self, user_id: int, session_id: str, transport: str) -> Subscription:
+        sub = super().subscribe(user_id, session_id, transport)
+        connection_id = f"{self._process}:{next(self._serial)}"
+        self._ids[sub] = connection_id
+        try:
+            self.registry.open(user_id, connection_id)
+        except (RedisError, OSError) as exc:  # costs at most a needless push
+            log.warning("could not register a connection: %s", exc)
+        if self._renewer is None:
+            self._renewer = gevent.spawn(self._renew_forever)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        super().unsubscribe(sub)
+        connection_id = self._ids.pop(sub, None)
+        if connection_id is not None:
+            try:
+                self.registry.close(sub.user_id, connection_id)
+            except (RedisError, OSError) as exc:  # the entry expires after the ttl
+                log.warning("could not release a connection: %s", exc)
+
+    def _renew_forever(self) -> None:
+        while True:
+            gevent.sleep(self.registry.ttl / 3)
+            try:
+                self.registry.renew([(s.user_id, c) for s, c in list(self._ids.items())])
+            except (RedisError, OSError) as exc:
+                log.warning("connection renewal failed: %s", exc)
+
+    def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.kill(block=False)
+            self._renewer = None
+
+
+class Notifier:
+    """Takes new messages off the send path and hands offline members to a job runner."""
+
+    def __init__(self, registry: ConnectionRegistry,
+                 run: Callable[[dict[str, Any], list[int]], Any], *, concurrency: int,
+                 queue_size: int, vapid_public_key: str, on_close: Callable[[], None]) -> None:
+        self.registry = registry
+        self.run = run
+        self.concurrency = concurrency
+        self.vapid_public_key = vapid_public_key
+        self._queue: Queue = Queue(maxsize=queue_size)
+        self._workers: list[gevent.Greenlet] = []
+        self._on_close = on_close
+
+    def message_created(self, message: Message, member_ids: Sequence[int]) -> None:
+        """Never blocks and never raises: push is best-effort, the send already succeeded."""
+        recipients = [u for u in member_ids if u != message.sender_id]
+        if not recipients:
+            return
+        if not self._workers:  # started lazily: after gunicorn's fork, in the worker
+            self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
+        try:
+            self._queue.put_nowait((message.to_json(), recipients))
+        except Full:
+            log.warning("notification queue full: message %d gets no push", message.id)
+
+    def _work(self) -> None:
+        while True:
+            message, recipients = self._queue.get()
+            try:
+                live = self.registry.live(recipients)
+                offline = [u for u in recipients if u not in live]
+                if offline:
+                    self.run(message, offline)
+            except Exception:  # one failed job must not stop this greenlet
+                log.exception("notification job failed")
+
+    def close(self) -> None:
+        gevent.killall(self._workers, block=False)
+        self._workers = []
+        self._on_close()
+
+
+def build_push(settings: Settings, broker: Broker,
+               redis_client: Any = None) -> tuple[TrackedHub, Notifier]:
+    """The Hub and Notifier of one gateway process, for either engine."""
+    from workers.push_vapid import load_vapid, public_key
+
+    registry: ConnectionRegistry
+    if redis_client is None:
+        from storage.connections_memory import MemoryConnections
+        from workers.notify import build_context, notify_offline
+
+        registry = MemoryConnections(settings.push_connection_ttl,
+                                     settings.push_connection_linger)
+        context = build_context(settings)
+        vapid_key = public_key(context.providers["webpush"].vapid)  # type: ignore[attr-defined]
+
+        def run(message: dict[str, Any], users: list[int]) -> None:
+            notify_offline(context, message, users)
+        on_close = context.close
+    else:
+        from rq import Queue as RqQueue
+
+        from storage.connections_redis import RedisConnections
+        from storage.engines import rq_connection
+        from workers.notify import enqueue_notify, notify_queue_name
+
+        registry = RedisConnections(redis_client, prefix=settings.redis_prefix,
+                                    ttl=settings.push_connection_ttl,
+                                    linger=settings.push_connection_linger)
+        # Generated here too (SET NX), so the key exists before any browser asks for it.
+        vapid_key = public_key(load_vapid(settings, redis_client))
+        queue = RqQueue(notify_queue_name(settings), connection=rq_connection(settings))
+
+        def run(message: dict[str, Any], users: list[int]) -> None:
+            enqueue_notify(queue, message, users)
+        on_close = queue.connection.close
+    hub = TrackedHub(broker, registry)
+    notifier = Notifier(registry, run, concurrency=settings.push_concurrency,
+                        queue_size=settings.push_queue_size, vapid_public_key=vapid_key,
+                        on_close=lambda: (hub.stop(), on_close()))
+    return hub, notifier
