@@ -15,6 +15,7 @@ Used by bots, the CLI, the tests and the load generator::
 """
 
 from switchboard_client.client import Client
+from switchboard_client.discovery import NodeDirectory, NoLiveNode
 from switchboard_client.rest import Api, ApiError
 from switchboard_client.transports import (
                                            TRANSPORTS,
@@ -28,5 +29,5 @@ from switchboard_client.transports import (
 )
 
 __all__ = ["TRANSPORTS", "Api", "ApiError", "Client", "EventTransport", "LongPollTransport",
-           "PollTransport", "SSETransport", "TransportClosed", "WebSocketTransport",
-           "open_transport"]
+           "NoLiveNode", "NodeDirectory", "PollTransport", "SSETransport", "TransportClosed",
+           "WebSocketTransport", "open_transport"]

@@ -103,6 +103,12 @@ class Api:
         return self.request("GET", "/v1/presence",
                             params={"user_ids": ",".join(map(str, user_ids))})["presence"]
 
+    # --- nodes -------------------------------------------------------------------------
+    def discover(self, timeout: float | None = None) -> dict:
+        """``{"node": {"url", "connections", "workers"}, "nodes": [...], "ttl"}``: the
+        least-loaded live gateway node and every live one (no sign-in needed)."""
+        return self.request("GET", "/v1/discover", timeout=timeout)
+
     # --- events ------------------------------------------------------------------------
     def ticket(self) -> str:
         return self.request("POST", "/v1/events/tickets")["ticket"]

@@ -38,8 +38,11 @@ class GatewayServer:
     """``gunicorn -c config/gunicorn.conf.py wsgi:app`` in a subprocess."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, new_session: bool = False) -> None:
         self.data_dir = data_dir
+        # Its own process group, so kill() can SIGKILL the master and its workers at
+        # once (killing only the master leaves the workers serving for a second).
+        self.new_session = new_session
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **TEST_ENV, "SWITCHBOARD_DATA_DIR": str(data_dir),
@@ -53,7 +56,8 @@ class GatewayServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py",
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=self.new_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -83,6 +87,14 @@ class GatewayServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+    def kill(self) -> None:
+        """SIGKILL the whole node, master and workers (needs ``new_session=True``)."""
+        assert self.proc is not None and self.new_session
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
 
 class WorkerProcess:

@@ -8,19 +8,13 @@ once (after de-duplication by id) and in the conversation's order.
 
 from __future__ import annotations
 
-import secrets
 import threading
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import requests
 
-from storage.redis_conn import connect, delete_prefix
 from switchboard_client import Api, open_transport
-from tests.conftest import unique_name
-from tests.servers import GatewayServer, WorkerProcess
+from tests.cluster import Deployment
 from tests.services import require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -28,49 +22,15 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 TRANSPORTS = ["poll", "longpoll", "sse", "ws"]
 
 
-class Cluster:
-    def __init__(self, a: GatewayServer, b: GatewayServer) -> None:
-        self.a, self.b = a, b
-
-    def user(self, node: GatewayServer) -> Api:
-        api = Api(node.url)
-        api.sign_up(unique_name("x"), "password123")
-        return api
-
-    @staticmethod
-    def on(node: GatewayServer, api: Api) -> Api:
-        """The same signed-in user, talking to another node."""
-        other = Api(node.url, token=api.token)
-        other.user = api.user
-        return other
-
-
 @pytest.fixture(scope="module", params=["redis", "redis-cluster"])
-def nodes(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
-    redis_url = require_service(request.param)
-    database_url = require_service("postgres")
-    prefix = f"sbx-{uuid.uuid4().hex[:10]}"
-    env = {"SWITCHBOARD_REDIS_URL": redis_url, "SWITCHBOARD_DATABASE_URL": database_url,
-           "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32), "SWITCHBOARD_REDIS_PREFIX": prefix,
-           # RQ needs a standalone Redis, also beside a Cluster.
-           "SWITCHBOARD_RQ_REDIS_URL": require_service("redis")}
-    base: Path = tmp_path_factory.mktemp("cross-node")
-    started: list[GatewayServer] = []
-    worker = WorkerProcess(base, env).start()
+def nodes(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:  # type: ignore[no-untyped-def]
+    deployment = Deployment(tmp_path_factory.mktemp("cross-node"), require_service(request.param))
     try:
-        # One after the other: the first creates the tables the second then finds.
-        for name in ("a", "b"):
-            started.append(GatewayServer(base / name, env).start())
-            health = requests.get(started[-1].url + "/v1/health", timeout=5).json()
-            assert health["engine"] == "redis"
-        yield Cluster(*started)
+        deployment.node()
+        deployment.node()
+        yield deployment
     finally:
-        worker.stop()
-        for server in started:
-            server.stop()
-        client = connect(redis_url, pool_size=4)
-        delete_prefix(client, prefix + ":*")
-        client.close()
+        deployment.stop()
 
 
 def messages(events: list[dict]) -> list[dict]:

@@ -1,6 +1,8 @@
 """Transport contract, written once and run over poll, long-poll, SSE and WebSocket.
 
-Every test talks to the app served by gunicorn's gevent worker over real sockets.
+Every test talks to the app served by gunicorn's gevent worker over real sockets, on
+each engine: the embedded memory engine, and Redis standalone or Cluster (a node of
+two workers with PostgreSQL and an RQ worker, see tests/cluster.py).
 """
 
 from __future__ import annotations
@@ -11,10 +13,43 @@ import time
 import pytest
 
 from switchboard_client import open_transport
+from tests.cluster import Deployment
 from tests.servers import GatewayServer
+from tests.services import require_service
 
 TRANSPORTS = ["poll", "longpoll", "sse", "ws"]
 HEARTBEAT = 1.0  # SWITCHBOARD_SSE_HEARTBEAT and _WS_PING_INTERVAL in tests/servers.py
+ENGINES = ["memory", pytest.param("redis", marks=pytest.mark.redis),
+           pytest.param("redis-cluster", marks=pytest.mark.redis)]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):  # type: ignore[no-untyped-def]
+    """One parameter for both gateways below, so they never multiply each other."""
+    if request.param != "memory":
+        require_service(request.param)
+    return request.param
+
+
+def _deployment(engine: str, base, **settings: str) -> Deployment:  # type: ignore[no-untyped-def]
+    deployment = Deployment(base, require_service(engine), **settings)
+    try:
+        deployment.node()
+    except BaseException:
+        deployment.stop()
+        raise
+    return deployment
+
+
+@pytest.fixture(scope="module")
+def gateway(engine, gateway, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """conftest's memory-engine gateway, or a node on Redis (the name overrides it)."""
+    if engine == "memory":
+        yield gateway
+        return
+    deployment = _deployment(engine, tmp_path_factory.mktemp(f"contract-{engine}"))
+    yield deployment.a
+    deployment.stop()
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -82,11 +117,17 @@ def test_switching_transport_mid_conversation_loses_nothing(transport, second, c
 
 
 @pytest.fixture(scope="module")
-def small_log_gateway(tmp_path_factory):  # type: ignore[no-untyped-def]
-    server = GatewayServer(tmp_path_factory.mktemp("smalllog"),
-                           {"SWITCHBOARD_EVENT_LOG_SIZE": "5"}).start()
-    yield server
-    server.stop()
+def small_log_gateway(engine, tmp_path_factory):  # type: ignore[no-untyped-def]
+    if engine == "memory":
+        server = GatewayServer(tmp_path_factory.mktemp("smalllog"),
+                               {"SWITCHBOARD_EVENT_LOG_SIZE": "5"}).start()
+        yield server
+        server.stop()
+        return
+    deployment = _deployment(engine, tmp_path_factory.mktemp(f"smalllog-{engine}"),
+                             event_log_size="5")
+    yield deployment.a
+    deployment.stop()
 
 
 def test_cursor_older_than_window_gets_explicit_reset(transport, new_user, small_log_gateway):
