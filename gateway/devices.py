@@ -143,12 +143,13 @@ def register(user_id: int, fields: dict[str, Any]) -> tuple[dict[str, Any], bool
         cap = services().settings.max_devices_per_user
         if count >= cap:
             raise ApiError(422, "too_many_devices", f"at most {cap} devices per user")
-        device = Device(user_id=user_id, endpoint_hash=endpoint_hash)
-        db.session.add(device)
     if fields["kind"] == DeviceKind.WEBPUSH.value:
         # One browser, one owner: whoever subscribed it last gets its pushes.
         db.session.execute(delete(Device).where(Device.endpoint_hash == endpoint_hash,
                                                 Device.user_id != user_id))
+    if device is None:
+        device = Device(user_id=user_id, endpoint_hash=endpoint_hash)
+        db.session.add(device)
     device.kind = fields["kind"]
     device.endpoint = fields["endpoint"]
     device.label = fields["label"]

@@ -1,9 +1,10 @@
 """Run a Switchboard worker: ``python -m workers`` (same SWITCHBOARD_* settings as the gateway).
 
 An RQ SimpleWorker: jobs run in this process, without RQ's default fork per job, so a
-drain job reuses one Cassandra session and one Redis pool. Beside it a thread checks
-every second for persist backlog nobody has queued a job for (a worker killed
-mid-batch, a job lost with a restarted Redis) and queues a drain for it.
+drain job reuses one Cassandra session and one Redis pool. It serves the persist queue
+first, then the notify queue (push notifications, workers/notify.py). Beside it a
+thread checks every second for persist backlog nobody has queued a job for (a worker
+killed mid-batch, a job lost with a restarted Redis) and queues a drain for it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rq import Queue, SimpleWorker
 from config import Settings
 from storage.engines import rq_connection
 from workers.jobs import enqueue_drain, persist_queue_name, worker_engines
+from workers.notify import notify_queue_name, worker_context
 
 log = logging.getLogger("switchboard.worker")
 
@@ -43,12 +45,15 @@ def main() -> None:
                          "inside the gateway)")
     connection = rq_connection(settings)
     queue = Queue(persist_queue_name(settings), connection=connection)
+    # Listed in priority order: persisting history goes before pushes.
+    notify = Queue(notify_queue_name(settings), connection=connection)
     worker_engines()  # connect before taking jobs: fail fast on a bad configuration
+    worker_context()
     stop = threading.Event()
     watcher = threading.Thread(target=watch_backlog, args=(queue, 1.0, stop), daemon=True)
     watcher.start()
     try:
-        SimpleWorker([queue], connection=connection).work(with_scheduler=True)
+        SimpleWorker([queue, notify], connection=connection).work(with_scheduler=True)
     finally:
         stop.set()
         time.sleep(0)
