@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -65,20 +66,33 @@ FULL = {
     "nchan-redis": ("nchan", ("ws", "sse", "longpoll"), PEER_SCENARIOS),
 }
 
-# What fits in under an hour on two shared cores: the transports and scenarios the
-# targets name; --repeat runs of direct-500 and max (the compared figures), one run of
-# the others (QUICK_ONCE), and 10 s windows instead of 20.
-QUICK_T = ("ws", "sse", "longpoll")
-QUICK = {
-    "sb-memory-1w": ("switchboard", QUICK_T, ("direct-500", "max", "idle-10k", "group",
-                                              "direct-2000", "storm")),
-    "sb-redis-2w": ("switchboard", QUICK_T, ("direct-500", "max", "group")),
-    "nchan-redis": ("nchan", QUICK_T, ("direct-500", "max", "idle-10k", "group")),
-    "floor-1w": ("floor", QUICK_T, ("direct-500", "max", "idle-10k")),
-    "socketio-1w": ("socketio", ("ws", "longpoll"), ("direct-500", "max", "idle-10k")),
-}
-QUICK_ONCE = ("idle-1k", "idle-5k", "idle-10k", "group", "direct-2000", "storm")
-PROFILES = {"full": FULL, "quick": QUICK}
+# What fits in about 40 minutes on two shared cores, in phases so that every config
+# has the compared figures before the next phase starts: (config, scenario, transports,
+# runs). direct/max windows are 10 s instead of 20.
+QUICK_PHASES = [
+    [(c, s, ("ws",), 3) for c in ("sb-memory-1w", "sb-redis-2w", "nchan-redis", "floor-1w",
+                                   "socketio-1w") for s in ("direct-500", "max")],
+    [(c, s, ("sse",), 3) for c in ("sb-memory-1w", "sb-redis-2w", "nchan-redis",
+                                    "floor-1w") for s in ("direct-500", "max")],
+    [("sb-memory-1w", "direct-500", ("longpoll",), 3), ("sb-memory-1w", "group", ("ws",), 1),
+     ("sb-memory-1w", "storm", ("ws",), 1),
+     ("sb-memory-1w", "idle-10k", ("ws", "sse", "longpoll"), 1),
+     ("nchan-redis", "idle-10k", ("ws", "sse", "longpoll"), 1),
+     ("nchan-redis", "group", ("ws", "longpoll"), 1),
+     ("floor-1w", "idle-10k", ("ws", "sse", "longpoll"), 1),
+     ("socketio-1w", "idle-10k", ("ws", "longpoll"), 1),
+     ("sb-redis-2w", "direct-500", ("longpoll",), 3), ("sb-redis-2w", "group", ("ws",), 1),
+     ("socketio-1w", "direct-500", ("longpoll",), 3)],
+]
+
+
+def full_plan(repeat: int) -> list[tuple[str, str, tuple[str, ...], int]]:
+    return [(config, scenario, transports, 1 if scenario in ("idle-10k", "storm") else repeat)
+            for config, (_, transports, scenarios) in FULL.items() for scenario in scenarios]
+
+
+TARGET_OF = {config: target for config, (target, _, _) in FULL.items()}
+PROFILES = ("full", "quick")
 
 
 def services(run_dir: Path) -> dict[str, str]:
@@ -115,7 +129,7 @@ def make_server(config: str, run_dir: Path, env: dict[str, str]) -> Server:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    p.add_argument("--profile", choices=PROFILES, default="full")
     p.add_argument("--only", action="append", help="config name(s) to run")
     p.add_argument("--scenario", action="append", help="scenario name(s) to run")
     p.add_argument("--transport", action="append", help="transport(s) to run")
@@ -125,6 +139,8 @@ def main() -> int:
                    default=ROOT / "bench/results" / f"{time.strftime('%Y%m%d-%H%M')}.jsonl")
     args = p.parse_args()
 
+    # Stopping the runner (kill PID) still stops the server it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     env = services(args.run_dir)
@@ -134,26 +150,27 @@ def main() -> int:
                              **procstat.machine(), "versions": procstat.versions(PY),
                              "loadavg": procstat.loadavg(),
                              "fd_limit": hard, "argv": sys.argv}) + "\n")
-    plan = PROFILES[args.profile]
-    for config, (target, transports, scenarios) in plan.items():
-        if args.only and config not in args.only:
-            continue
-        server = make_server(config, args.run_dir, env).start()
-        for command in server.commands:
-            print("$", command, flush=True)
-        try:
-            for scenario in scenarios:
-                if args.scenario and scenario not in args.scenario:
+    plan = full_plan(args.repeat) if args.profile == "full" else [
+        entry for phase in QUICK_PHASES for entry in phase]
+    plan = [e for e in plan if (not args.only or e[0] in args.only) and (
+        not args.scenario or e[1] in args.scenario)]
+    server: Server | None = None
+    try:
+        for config, scenario, transports, runs in plan:
+            if server is None or server.name != config:
+                if server is not None:
+                    server.stop()
+                server = make_server(config, args.run_dir, env).start()
+                for command in server.commands:
+                    print("$", command, flush=True)
+            for transport in transports:
+                if args.transport and transport not in args.transport:
                     continue
-                once = QUICK_ONCE if args.profile == "quick" else ("idle-10k", "storm")
-                repeats = 1 if scenario in once else args.repeat
-                for transport in transports:
-                    if args.transport and transport not in args.transport:
-                        continue
-                    for _ in range(repeats):
-                        run_one(server, config, target, scenario, transport, args.out,
-                                args.profile == "quick")
-        finally:
+                for _ in range(runs):
+                    run_one(server, config, TARGET_OF[config], scenario, transport, args.out,
+                            args.profile == "quick")
+    finally:
+        if server is not None:
             server.stop()
     print(f"results in {args.out}; tables: {PY} -m bench.report {args.out}", flush=True)
     return 0

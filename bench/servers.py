@@ -61,8 +61,9 @@ class Server:
         self.commands: list[str] = []
 
     def spawn(self, argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
-        self.commands.append(" ".join(f"{k}={v}" for k, v in env.items()
-                                      if k not in os.environ or os.environ[k] != v)
+        self.commands.append(" ".join(
+            f"{k}={'<random>' if k.endswith('SECRET_KEY') else v}" for k, v in env.items()
+            if k not in os.environ or os.environ[k] != v)
                              + " " + " ".join(argv))
         out = open(self.run_dir / log, "ab")  # noqa: SIM115 - lives with the process
         return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out,

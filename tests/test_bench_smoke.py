@@ -1,0 +1,33 @@
+"""The load generator runs against a test gateway and loses nothing (no timing checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import ROOT, GatewayServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])
+def test_loadgen_reports_zero_lost(tmp_path, transport):
+    gateway = GatewayServer(tmp_path / "gw").start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", "--port", str(gateway.port),
+             "--transport", transport, "--scenario", "direct", "--users", "6",
+             "--rate", "20", "--duration", "2", "--drain", "10", "--timeout", "90",
+             "--server-pid", str(gateway.proc.pid)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        gateway.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["connected"] == 6
+    assert record["acked"] > 0 and record["send_errors"] == 0
+    assert record["lost"] == 0 and record["duplicates"] == 0
+    assert record["delivered"] == record["acked"]
