@@ -246,16 +246,19 @@ def test_online_users_get_no_push_offline_users_do(push_gateway, receiver):
     assert len(receiver.wait_for(1, 10)) == 1
 
 
-def test_a_burst_gives_one_push_per_window_with_the_count(push_gateway, receiver):
-    alice, bob = user(push_gateway), user(push_gateway)
+def test_a_burst_gives_one_push_per_window_with_the_count(make_gateway, receiver):
+    window = 6.0  # room for 50 sends on a busy two-core machine
+    gateway = make_gateway(**{**PUSH_ENV, "push_window": window})
+    alice, bob = user(gateway), user(gateway)
     add_webhook(bob, receiver.url())
     conv = alice.direct(bob.user_id)["id"]
     start = time.monotonic()
     for i in range(50):
         alice.send(conv, f"burst {i}")
-    assert time.monotonic() - start < WINDOW - 0.3, "the burst must fit in one window"
+    assert time.monotonic() - start < window - 1, "the burst must fit in one window"
     first = receiver.wait_for(1, 5)
-    assert quiet_for(receiver, 1, max(0.0, start + WINDOW - time.monotonic()) + 0.2) == 0
+    assert quiet_for(receiver, 1, max(0.0, start + window - 0.3 - time.monotonic())) == 0
+    time.sleep(max(0.0, start + window + 1.0 - time.monotonic()))  # claimed just after start
     assert len(first) == 1 and first[0].json()["preview"] == "burst 0"
     alice.send(conv, "after the window")
     requests = receiver.wait_for(2, 5)
@@ -360,3 +363,12 @@ def test_a_hanging_provider_does_not_slow_sends(push_gateway):
         assert max(timings) < 1.0 and statistics.median(timings) < 0.2, timings
     finally:
         threading.Thread(target=hanging.close, daemon=True).start()
+
+
+def test_browser_push_files_are_served(client) -> None:
+    for name in ("push.js", "sw.js"):
+        response = client.get(f"/static/{name}")
+        assert response.status_code == 200
+        assert "javascript" in response.headers["Content-Type"]
+        response.close()
+    assert b"SwitchboardPush" in client.get("/static/push.js").data
