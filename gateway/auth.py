@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -65,18 +65,43 @@ def issue_ticket(user_id: int, session_id: str) -> str:
         {"u": user_id, "s": session_id, "n": secrets.token_hex(8)})
 
 
-def _live_session(user_id: Any, session_id: Any) -> AuthSession:
+class LiveSession(NamedTuple):
+    id: str
+    user_id: int
+
+
+# A validated session is remembered this long in SharedState, so a request costs one
+# Redis GET (or a dict lookup) instead of a database query. Logging out overwrites the
+# entry at once, in every process, so revocation stays immediate.
+_SESSION_CACHE_TTL = 300
+_REVOKED = "revoked"
+
+
+def _session_key(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+def _live_session(user_id: Any, session_id: Any) -> LiveSession:
     if (not isinstance(user_id, int) or isinstance(user_id, bool)
             or not isinstance(session_id, str)):
         raise unauthorized("malformed credentials")
-    session = db.session.get(AuthSession, session_id)
-    if (session is None or session.user_id != user_id or session.revoked_at is not None
-            or session.expires_at < now_ms()):
+    state = services().state
+    cached = state.recall(_session_key(session_id))
+    if cached == _REVOKED:
         raise unauthorized("session expired or revoked")
-    return session
+    if cached is None:
+        row = db.session.get(AuthSession, session_id)
+        if row is None or row.revoked_at is not None:
+            raise unauthorized("session expired or revoked")
+        cached = f"{row.user_id}:{row.expires_at}"
+        state.remember(_session_key(session_id), cached, _SESSION_CACHE_TTL)
+    owner, _, expires_at = cached.partition(":")
+    if int(owner) != user_id or int(expires_at) < now_ms():
+        raise unauthorized("session expired or revoked")
+    return LiveSession(session_id, user_id)
 
 
-def _from_token(token: str) -> AuthSession:
+def _from_token(token: str) -> LiveSession:
     try:
         data = _serializer("access").loads(token, max_age=services().settings.token_ttl)
     except SignatureExpired:
@@ -88,7 +113,7 @@ def _from_token(token: str) -> AuthSession:
     return _live_session(data.get("u"), data.get("s"))
 
 
-def _from_ticket(ticket: str) -> AuthSession:
+def _from_ticket(ticket: str) -> LiveSession:
     settings = services().settings
     try:
         data = _serializer("ticket").loads(ticket, max_age=settings.ticket_ttl)
@@ -104,7 +129,7 @@ def _from_ticket(ticket: str) -> AuthSession:
     return session
 
 
-def authenticate(allow_ticket: bool = False) -> AuthSession:
+def authenticate(allow_ticket: bool = False) -> LiveSession:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
@@ -130,6 +155,8 @@ def authenticated(view: F) -> F:
 
 
 def revoke(session_id: str) -> None:
+    services().state.remember(_session_key(session_id), _REVOKED,
+                              services().settings.token_ttl)
     session = db.session.get(AuthSession, session_id)
     if session is not None and session.revoked_at is None:
         session.revoked_at = now_ms()

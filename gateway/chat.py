@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from gateway.conversations import member_ids, require_member
+from gateway.conversations import member_ids, require_member_fast
 from gateway.errors import conflict, not_found, too_many
 from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
@@ -44,7 +44,7 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
     Returns (message, created). The message is acknowledged only after it is durable.
     """
     svc = services()
-    require_member(conversation_id, sender_id)
+    members = require_member_fast(conversation_id, sender_id)
     existing = _recall(svc, sender_id, client_msg_id)
     if existing is None:
         if not svc.state.allow(f"rate:send:{sender_id}", svc.settings.send_rate_per_second,
@@ -55,16 +55,16 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
         with svc.state.lock(_cmid_key(sender_id, client_msg_id)):
             existing = _recall(svc, sender_id, client_msg_id)
             if existing is None:
-                return _create(svc, sender_id, conversation_id, client_msg_id, text), True
+                return _create(svc, sender_id, conversation_id, members, client_msg_id,
+                               text), True
     if existing.conversation_id != conversation_id:
         raise conflict("client_msg_id was already used in another conversation",
                        "client_msg_id_reused")
     return existing, False
 
 
-def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: str,
-            text: str) -> Message:
-    members = member_ids(conversation_id)
+def _create(svc: Services, sender_id: int, conversation_id: int, members: list[int],
+            client_msg_id: str, text: str) -> Message:
     # One writer per conversation at a time, so log order matches seq order.
     with svc.state.lock(f"conv:{conversation_id}"):
         seq = svc.state.next_seq(conversation_id,
@@ -90,7 +90,7 @@ def _create(svc: Services, sender_id: int, conversation_id: int, client_msg_id: 
 
 def history_page(user_id: int, conversation_id: int, *, before: int | None,
                  after: int | None, around: int | None, limit: int) -> list[Message]:
-    require_member(conversation_id, user_id)
+    require_member_fast(conversation_id, user_id)
     try:
         return services().history.page(conversation_id, before=before, after=after,
                                         around=around, limit=limit)
@@ -100,7 +100,7 @@ def history_page(user_id: int, conversation_id: int, *, before: int | None,
 
 def mark_read(user_id: int, conversation_id: int, message_id: int) -> Watermark:
     svc = services()
-    require_member(conversation_id, user_id)
+    require_member_fast(conversation_id, user_id)
     message = svc.history.get(conversation_id, message_id)
     if message is None:
         raise not_found("message")
@@ -117,7 +117,7 @@ def mark_read(user_id: int, conversation_id: int, message_id: int) -> Watermark:
 def typing(user_id: int, conversation_id: int) -> bool:
     """Tell the other members; False when rate-limited (typing is best-effort)."""
     svc = services()
-    require_member(conversation_id, user_id)
+    require_member_fast(conversation_id, user_id)
     interval = svc.settings.typing_interval
     if not svc.state.allow(f"rate:typing:{user_id}:{conversation_id}", 1 / interval, 1):
         return False

@@ -12,10 +12,39 @@ from storage.db import db
 from storage.events import EventType, event
 from storage.models import Conversation, ConversationKind, Membership, Role, User
 
+# Member lists are read on every send and change rarely: kept in SharedState and
+# dropped whenever membership changes, in every process.
+_MEMBERS_TTL = 600
+
+
+def _members_key(conversation_id: int) -> str:
+    return f"members:{conversation_id}"
+
 
 def member_ids(conversation_id: int) -> list[int]:
-    return list(db.session.scalars(select(Membership.user_id).where(
+    """The conversation's members (cached); 404 if the conversation does not exist."""
+    state = services().state
+    cached = state.recall(_members_key(conversation_id))
+    if cached is not None:
+        return [int(u) for u in cached.split(",") if u]
+    if db.session.get(Conversation, conversation_id) is None:
+        raise not_found("conversation")
+    members = list(db.session.scalars(select(Membership.user_id).where(
         Membership.conversation_id == conversation_id)))
+    state.remember(_members_key(conversation_id), ",".join(map(str, members)), _MEMBERS_TTL)
+    return members
+
+
+def require_member_fast(conversation_id: int, user_id: int) -> list[int]:
+    """Membership check on the hot path (sends, reads, typing); returns the members."""
+    members = member_ids(conversation_id)
+    if user_id not in members:
+        raise forbidden("you are not a member of this conversation")
+    return members
+
+
+def _members_changed(conversation_id: int) -> None:
+    services().state.forget(_members_key(conversation_id))
 
 
 def require_member(conversation_id: int, user_id: int) -> tuple[Conversation, Membership]:
@@ -117,6 +146,7 @@ def add_member(me: int, conversation_id: int, user_id: int) -> bool:
         except IntegrityError:  # added concurrently by another admin
             db.session.rollback()
             return False
+        _members_changed(conversation_id)
     _announce(EventType.MEMBER_ADDED, member_ids(conversation_id),
               {"conversation": view(conversation), "user_id": user_id, "by": me})
     return True
@@ -137,6 +167,7 @@ def remove_member(me: int, conversation_id: int, user_id: int) -> None:
     db.session.flush()
     _keep_an_admin(conversation_id)
     db.session.commit()
+    _members_changed(conversation_id)
     _announce(EventType.MEMBER_REMOVED, before,
               {"conversation_id": conversation_id, "user_id": user_id, "by": me})
 

@@ -109,6 +109,19 @@ class HistoryStore(abc.ABC):
         """At most ``limit`` entries with a message id above ``after_message_id`` (all
         when None), oldest first. The anchor need not be in the inbox."""
 
+    def store_sent(self, messages: Sequence[Message], member_ids: Sequence[int]) -> None:
+        """Store messages, move each sender's read mark to them, fill members' inboxes.
+
+        Implementations may do it in one round trip; this default makes three calls.
+        """
+        self.store(messages)
+        for message in messages:
+            self.set_watermark(Watermark(message.conversation_id, message.sender_id,
+                                         message.seq, message.id, message.created_at))
+        if member_ids:
+            for message in messages:
+                self.inbox_append(member_ids, message)
+
     def latest(self, conversation_id: int) -> Message | None:
         page = self.page(conversation_id, limit=1)
         return page[-1] if page else None

@@ -21,6 +21,9 @@ class TailedHistory(HistoryStore):
     def store(self, messages: Sequence[Message]) -> None:
         self.inner.store(messages)
 
+    def store_sent(self, messages: Sequence[Message], member_ids: Sequence[int]) -> None:
+        self.inner.store_sent(messages, member_ids)
+
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         found = self.inner.get(conversation_id, message_id)
         if found is None:

@@ -32,6 +32,10 @@ class SharedState(abc.ABC):
     def recall(self, key: str) -> str | None: ...
 
     @abc.abstractmethod
+    def forget(self, key: str) -> None:
+        """Drop a remembered value (a cache entry whose source changed)."""
+
+    @abc.abstractmethod
     def claim_once(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is claimed within ``ttl``; False after."""
 

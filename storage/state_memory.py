@@ -72,6 +72,9 @@ class MemoryState(SharedState):
             return None
         return item[1]
 
+    def forget(self, key: str) -> None:
+        self._values.pop(key, None)
+
     def claim_once(self, key: str, ttl: float) -> bool:
         if self.recall(key) is not None:
             return False

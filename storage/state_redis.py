@@ -203,6 +203,9 @@ class RedisState(SharedState):
         value = self.client.get(self.keys.value(key))
         return None if value is None else str(value)
 
+    def forget(self, key: str) -> None:
+        self.client.delete(self.keys.value(key))
+
     def claim_once(self, key: str, ttl: float) -> bool:
         return bool(self.client.set(self.keys.claim(key), "1", nx=True,
                                     px=max(1, int(ttl * 1000))))

@@ -6,18 +6,13 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from storage.history import HistoryStore, Message, Watermark
+from storage.history import HistoryStore, Message
 
 
 def persist_now(history: HistoryStore, messages: Sequence[Message],
                 member_ids: Sequence[int]) -> None:
     """Write messages, move each sender's read mark to them, fill the members' inboxes."""
-    history.store(messages)
-    for message in messages:
-        history.set_watermark(Watermark(message.conversation_id, message.sender_id,
-                                        message.seq, message.id, message.created_at))
-        if member_ids:
-            history.inbox_append(member_ids, message)
+    history.store_sent(messages, member_ids)
 
 
 class JobQueue(abc.ABC):

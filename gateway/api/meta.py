@@ -32,7 +32,7 @@ def ready():
     """Readiness for load balancers: the databases answer and this node is not draining."""
     svc = services()
     problems = []
-    if getattr(svc, "draining", False):
+    if svc.hub.closing is not None:
         problems.append("draining")
     try:
         db.session.execute(text("SELECT 1"))

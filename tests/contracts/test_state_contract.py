@@ -49,6 +49,13 @@ def test_remember_recall_and_claim_once(state):
     assert state.claim_once("t", 60) is False
 
 
+def test_forget_drops_a_value(state):
+    state.remember("gone", "1", 60)
+    state.forget("gone")
+    state.forget("never-there")
+    assert state.recall("gone") is None
+
+
 def test_remember_expires(state):
     state.remember("short", "x", 0.05)
     gevent.sleep(0.1)
