@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 
+from sqlalchemy.exc import IntegrityError
+
 from gateway.conversations import member_ids, require_member_fast
 from gateway.errors import conflict, not_found, too_many
 from gateway.metrics import MESSAGES_SENT
@@ -27,14 +29,7 @@ def _cmid_key(sender_id: int, client_msg_id: str) -> str:
 
 def _recall(svc: Services, sender_id: int, client_msg_id: str) -> Message | None:
     raw = svc.state.recall(_cmid_key(sender_id, client_msg_id))
-    if raw is not None:
-        return Message.from_json(json.loads(raw))
-    if svc.engine != "memory":
-        # Redis keeps idempotency records for client_msg_id_ttl (AOF on): that window is
-        # the contract, and the send path must not depend on the history store being up.
-        return None
-    # The embedded engine forgets on restart; SQLite history still knows.
-    return svc.history.find_by_client_msg_id(sender_id, client_msg_id)
+    return Message.from_json(json.loads(raw)) if raw is not None else None
 
 
 def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
@@ -55,8 +50,10 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
         with svc.state.lock(_cmid_key(sender_id, client_msg_id)):
             existing = _recall(svc, sender_id, client_msg_id)
             if existing is None:
-                return _create(svc, sender_id, conversation_id, members, client_msg_id,
-                               text), True
+                existing, created = _create(svc, sender_id, conversation_id, members,
+                                            client_msg_id, text)
+                if created:
+                    return existing, True
     if existing.conversation_id != conversation_id:
         raise conflict("client_msg_id was already used in another conversation",
                        "client_msg_id_reused")
@@ -64,7 +61,7 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
 
 
 def _create(svc: Services, sender_id: int, conversation_id: int, members: list[int],
-            client_msg_id: str, text: str) -> Message:
+            client_msg_id: str, text: str) -> tuple[Message, bool]:
     # One writer per conversation at a time, so log order matches seq order.
     with svc.state.lock(f"conv:{conversation_id}"):
         seq = svc.state.next_seq(conversation_id,
@@ -76,7 +73,16 @@ def _create(svc: Services, sender_id: int, conversation_id: int, members: list[i
                           created_at=int(time.time() * 1000))
         # The durability point: nothing is acknowledged before it. Persisting also moves
         # the sender's read mark to this message (writing means having read).
-        svc.jobs.persist(message, members)
+        try:
+            svc.jobs.persist(message, members)
+        except IntegrityError:
+            # Only the embedded engine gets here: its idempotency records died with the
+            # last process, and SQLite's unique (sender, client_msg_id) caught a retry
+            # of a message sent before the restart. Answer with that message.
+            original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
+            if original is None:
+                raise
+            return original, False
         svc.state.remember(f"conv-last-id:{conversation_id}", str(message.id),
                            _LAST_ID_TTL)
         svc.state.remember(_cmid_key(sender_id, client_msg_id),
@@ -85,7 +91,7 @@ def _create(svc: Services, sender_id: int, conversation_id: int, members: list[i
     MESSAGES_SENT.inc()
     # Step 5 (push to members with no live connection): only queued here, never sent.
     svc.notifier.message_created(message, members)
-    return message
+    return message, True
 
 
 def history_page(user_id: int, conversation_id: int, *, before: int | None,

@@ -69,3 +69,30 @@ def test_other_users_may_use_the_same_client_msg_id(new_user):
     b = bob.send(conv, "from bob", client_msg_id="same")
     assert a["id"] != b["id"]
     assert [m["text"] for m in alice.messages(conv)] == ["from alice", "from bob"]
+
+
+def test_retry_after_an_embedded_restart_returns_the_original(tmp_path):
+    """The memory engine forgets its idempotency records on restart; SQLite does not."""
+    from switchboard_client import Api
+    from tests.conftest import unique_name
+    from tests.servers import GatewayServer
+
+    server = GatewayServer(tmp_path / "gw").start()
+    try:
+        alice, bob = Api(server.url), Api(server.url)
+        alice.sign_up(unique_name(), "password123")
+        bob.sign_up(unique_name(), "password123")
+        conv = alice.direct(bob.user_id)["id"]
+        first = alice.send(conv, "before restart", client_msg_id="survives")
+        server.stop()
+        server.start()
+        again = alice.request("POST", f"/v1/conversations/{conv}/messages",
+                              json={"client_msg_id": "survives", "text": "before restart"},
+                              expect=(200,))
+        assert again == first
+        later = alice.send(conv, "after restart")
+        assert later["seq"] > first["seq"]
+        assert [m["client_msg_id"] for m in bob.messages(conv)] == ["survives",
+                                                                    later["client_msg_id"]]
+    finally:
+        server.stop()
