@@ -81,13 +81,23 @@ class SqlHistoryStore(HistoryStore):
         metadata.create_all(self.engine)
         dialect = self.engine.dialect.name
         self._insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        # Write statements are built once: building an upsert (its `excluded` proxies)
+        # cost more than running it on the embedded send path.
+        self._store_stmt = self._insert(messages).on_conflict_do_nothing(index_elements=["id"])
+        upsert = self._insert(read_marks)
+        # Only a higher seq replaces the stored mark: watermarks never move back.
+        self._mark_stmt = upsert.on_conflict_do_update(
+            index_elements=["conversation_id", "user_id"],
+            set_={k: upsert.excluded[k] for k in ("seq", "message_id", "updated_at")},
+            where=read_marks.c.seq < upsert.excluded.seq)
+        self._inbox_stmt = self._insert(inbox).on_conflict_do_nothing(
+            index_elements=["user_id", "message_id"])
 
     def store(self, batch: Sequence[Message]) -> None:
         if not batch:
             return
-        stmt = self._insert(messages).on_conflict_do_nothing(index_elements=["id"])
         with self.engine.begin() as conn:
-            conn.execute(stmt, [_message_row(m) for m in batch])
+            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
 
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         with self.engine.connect() as conn:
@@ -141,19 +151,14 @@ class SqlHistoryStore(HistoryStore):
                 messages.c.client_msg_id == client_msg_id))).first()
         return _row_message(row) if row else None
 
-    def _watermark_upsert(self, mark: Watermark) -> Any:
-        stmt = self._insert(read_marks).values(
-            conversation_id=mark.conversation_id, user_id=mark.user_id, seq=mark.seq,
-            message_id=mark.message_id, updated_at=mark.updated_at)
-        # Only a higher seq replaces the stored mark: watermarks never move back.
-        return stmt.on_conflict_do_update(
-            index_elements=["conversation_id", "user_id"],
-            set_={k: stmt.excluded[k] for k in ("seq", "message_id", "updated_at")},
-            where=read_marks.c.seq < stmt.excluded.seq)
+    @staticmethod
+    def _mark_row(mark: Watermark) -> dict[str, Any]:
+        return {"conversation_id": mark.conversation_id, "user_id": mark.user_id,
+                "seq": mark.seq, "message_id": mark.message_id, "updated_at": mark.updated_at}
 
     def set_watermark(self, mark: Watermark) -> Watermark:
         with self.engine.begin() as conn:
-            conn.execute(self._watermark_upsert(mark))
+            conn.execute(self._mark_stmt, self._mark_row(mark))
         return self.watermarks(mark.conversation_id, [mark.user_id])[mark.user_id]
 
     def store_sent(self, batch: Sequence[Message], member_ids: Sequence[int]) -> None:
@@ -165,17 +170,15 @@ class SqlHistoryStore(HistoryStore):
         if not batch:
             return
         with self.engine.begin() as conn:
-            conn.execute(self._insert(messages).on_conflict_do_nothing(
-                index_elements=["id"]), [_message_row(m) for m in batch])
+            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
             for message in batch:
-                conn.execute(self._watermark_upsert(Watermark(
+                conn.execute(self._mark_stmt, self._mark_row(Watermark(
                     message.conversation_id, message.sender_id, message.seq, message.id,
                     message.created_at)))
             rows = [{"user_id": u, "message_id": m.id, "conversation_id": m.conversation_id,
                      "seq": m.seq} for m in batch for u in sorted(set(member_ids))]
             if rows:
-                conn.execute(self._insert(inbox).on_conflict_do_nothing(
-                    index_elements=["user_id", "message_id"]), rows)
+                conn.execute(self._inbox_stmt, rows)
 
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
@@ -193,10 +196,8 @@ class SqlHistoryStore(HistoryStore):
                 for u in sorted(set(user_ids))]
         if not rows:
             return
-        stmt = self._insert(inbox).on_conflict_do_nothing(
-            index_elements=["user_id", "message_id"])
         with self.engine.begin() as conn:
-            conn.execute(stmt, rows)
+            conn.execute(self._inbox_stmt, rows)
 
     def inbox_page(self, user_id: int, after_message_id: int | None = None,
                    limit: int = 100) -> list[InboxEntry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ class MemoryState(SharedState):
         self._locks: dict[str, tuple[Semaphore, int]] = {}
         self._values: dict[str, tuple[float, str]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Expiry order of remembered values: a heap, so expiring costs O(log n) per write
+        # however many idempotency records (one per message, kept a day) are held.
+        self._deadlines: list[tuple[float, str]] = []
         self._writes = 0
 
     def next_seq(self, conversation_id: int, floor: Callable[[], int]) -> int:
@@ -53,18 +57,23 @@ class MemoryState(SharedState):
                 self._locks[name] = (sem, users - 1)
 
     def _expire(self) -> None:
-        self._writes += 1
-        if self._writes % _PURGE_EVERY:
-            return
         now = time.monotonic()
-        for key in [k for k, (deadline, _) in self._values.items() if deadline < now]:
-            del self._values[key]
-        for key in [k for k, (_, at) in self._buckets.items() if at < now - 3600]:
-            del self._buckets[key]
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] < now:
+            deadline, key = heapq.heappop(deadlines)
+            item = self._values.get(key)
+            if item is not None and item[0] == deadline:  # not re-remembered since
+                del self._values[key]
+        self._writes += 1
+        if self._writes % _PURGE_EVERY == 0 and len(self._buckets) > _PURGE_EVERY:
+            for key in [k for k, (_, at) in self._buckets.items() if at < now - 3600]:
+                del self._buckets[key]
 
     def remember(self, key: str, value: str, ttl: float) -> None:
         self._expire()
-        self._values[key] = (time.monotonic() + ttl, value)
+        deadline = time.monotonic() + ttl
+        self._values[key] = (deadline, value)
+        heapq.heappush(self._deadlines, (deadline, key))
 
     def recall(self, key: str) -> str | None:
         item = self._values.get(key)
