@@ -142,6 +142,10 @@ def authenticate(allow_ticket: bool = False) -> LiveSession:
         raise unauthorized()
     g.user_id = session.user_id
     g.session_id = session.id
+    # Hand the session lookup's database connection back first: a presence transition
+    # looks up friends on a connection of its own, and a request holding one connection
+    # while waiting for a second deadlocks the pool under a burst of logins.
+    db.session.close()
     services().presence.touch(session.user_id)
     return session
 
