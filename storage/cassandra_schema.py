@@ -20,7 +20,8 @@ Tables:
 * ``messages_by_client_id``: ``(sender_id, client_msg_id)`` -> message reference, for
   idempotent sends once the gateway's short-term memory of them has expired.
 * ``read_marks``: the read watermark of each member, one row per (conversation, user),
-  changed only through lightweight transactions (see history_cassandra.set_watermark).
+  written only with the seq as the write timestamp, so the highest seq always wins
+  (see history_cassandra.set_watermark).
 * ``inbox`` / ``inbox_buckets``: per user, references to the messages delivered to them,
   bucketed like ``messages``; catch-up for clients whose cursor left Redis' hot window.
 * ``history_settings``: the bucket width the data was written with. Changing it would

@@ -109,6 +109,16 @@ class HistoryStore(abc.ABC):
         """At most ``limit`` entries with a message id above ``after_message_id`` (all
         when None), oldest first. The anchor need not be in the inbox."""
 
+    def set_watermarks(self, marks: Sequence[Watermark]) -> None:
+        """Move several marks forward (batch form of set_watermark, nothing returned)."""
+        for mark in marks:
+            self.set_watermark(mark)
+
+    def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        """inbox_append for several (user_ids, message) pairs."""
+        for user_ids, message in entries:
+            self.inbox_append(user_ids, message)
+
     def store_sent(self, messages: Sequence[Message], member_ids: Sequence[int]) -> None:
         """Store messages, move each sender's read mark to them, fill members' inboxes.
 

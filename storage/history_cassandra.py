@@ -36,8 +36,6 @@ MAX_ID = (1 << 63) - 1
 # so batches are cut well below the latter. 50 rows bounds one request's latency.
 BATCH_MAX_ROWS = 50
 BATCH_MAX_BYTES = 32 * 1024
-# A lost LWT race means another device moved the mark; a few rounds always settle it.
-WATERMARK_ATTEMPTS = 8
 # Bucket index rows this process has already written (they are never deleted, so the
 # write need not be repeated): saves a request per partition per store() call, a third
 # of all requests when a persist batch spans many conversations. Bounded: cleared when
@@ -82,11 +80,11 @@ class _Statements:
         self.by_client_id = p("SELECT conversation_id, message_id FROM "
                               "{ks}.messages_by_client_id WHERE sender_id = ? "
                               "AND client_msg_id = ?")
-        self.mark_create = p("INSERT INTO {ks}.read_marks (conversation_id, user_id, seq, "
-                             "message_id, updated_at) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS")
-        self.mark_raise = p("UPDATE {ks}.read_marks SET seq = ?, message_id = ?, "
-                            "updated_at = ? WHERE conversation_id = ? AND user_id = ? "
-                            "IF seq < ?")
+        # The write timestamp is the seq: Cassandra keeps the cell with the highest
+        # timestamp, so the furthest mark wins whatever order writes arrive in.
+        self.mark_write = p("UPDATE {ks}.read_marks USING TIMESTAMP ? SET seq = ?, "
+                            "message_id = ?, updated_at = ? WHERE conversation_id = ? "
+                            "AND user_id = ?")
         self.marks = p("SELECT conversation_id, user_id, seq, message_id, updated_at "
                        "FROM {ks}.read_marks WHERE conversation_id = ?")
         self.marks_of = p("SELECT conversation_id, user_id, seq, message_id, updated_at "
@@ -284,35 +282,24 @@ class CassandraHistoryStore(HistoryStore):
     # --- read marks -----------------------------------------------------------------
 
     def set_watermark(self, mark: Watermark) -> Watermark:
-        """Compare-and-set through Paxos (lightweight transactions).
+        """Write with the seq as the write timestamp, then read the mark in force.
 
-        A plain read-compare-write can move a mark backwards when two devices of one
-        user race (both read 5; one writes 9, the other then writes 7). The LWT
-        ``IF seq < ?`` makes the comparison and the write one step, at the cost of a
-        Paxos round (about four round trips instead of one) per forward move; contention
-        is limited to one user's devices on one conversation. All writes to read_marks
-        go through LWTs: mixing them with plain writes would void the guarantee.
+        Cassandra resolves concurrent writes to a cell by their timestamps, so writing
+        every mark at timestamp = seq makes the highest seq win on every replica, in any
+        arrival order, with a plain write: two devices racing (both read 5; one writes 9,
+        the other 7) end at 9. A lightweight transaction would cost a Paxos round per
+        move. Every write to read_marks must use this rule, or the guarantee is void.
         """
+        self.set_watermarks([mark])
         session, st = self._ready()
-        key = (mark.conversation_id, mark.user_id)
-        for _ in range(WATERMARK_ATTEMPTS):
-            result = session.execute(st.mark_raise, (mark.seq, mark.message_id,
-                                                     mark.updated_at, *key, mark.seq))
-            if result.was_applied:
-                return mark
-            if getattr(result.one(), "seq", None) is not None:
-                # Not applied because the stored mark is already at least as far.
-                current = session.execute(st.marks_of, (key[0], [key[1]])).one()
-                if current is not None:
-                    return _watermark(current)
-                continue
-            # No mark yet: create it, unless another device does so first (then retry).
-            created = session.execute(st.mark_create, (*key, mark.seq, mark.message_id,
-                                                       mark.updated_at))
-            if created.was_applied:
-                return mark
-        raise RuntimeError(f"read mark {key} kept changing; gave up after "
-                           f"{WATERMARK_ATTEMPTS} attempts")
+        current = session.execute(st.marks_of, (mark.conversation_id, [mark.user_id])).one()
+        return _watermark(current) if current is not None else mark
+
+    def set_watermarks(self, marks: Sequence[Watermark]) -> None:
+        session, st = self._ready()
+        run_concurrently(session, [(st.mark_write, (m.seq, m.seq, m.message_id, m.updated_at,
+                                                    m.conversation_id, m.user_id))
+                                   for m in marks])
 
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
@@ -338,6 +325,14 @@ class CassandraHistoryStore(HistoryStore):
         run_concurrently(session, [(st.insert_inbox, (u, bucket, message.id,
                                                    message.conversation_id, message.seq))
                                 for u in users])
+
+    def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        session, st = self._ready()
+        rows = [(u, self.bucket_of(m.id), m) for users, m in entries for u in sorted(set(users))]
+        self._index_buckets(session, st.insert_inbox_bucket, "inbox",
+                            sorted({(u, b) for u, b, _ in rows}))
+        run_concurrently(session, [(st.insert_inbox, (u, b, m.id, m.conversation_id, m.seq))
+                                   for u, b, m in rows])
 
     def inbox_page(self, user_id: int, after_message_id: int | None = None,
                    limit: int = 100) -> list[InboxEntry]:

@@ -89,6 +89,12 @@ class TailedHistory(HistoryStore):
     def set_watermark(self, mark: Watermark) -> Watermark:
         return self.inner.set_watermark(mark)
 
+    def set_watermarks(self, marks: Sequence[Watermark]) -> None:
+        self.inner.set_watermarks(marks)
+
+    def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        self.inner.inbox_append_many(entries)
+
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
         return self.inner.watermarks(conversation_id, user_ids)

@@ -127,13 +127,15 @@ class PersistBuffer:
             key = (message.conversation_id, message.sender_id)
             if key not in marks or marks[key].seq < message.seq:
                 marks[key] = message
-        for (conversation_id, sender_id), message in marks.items():
-            history.set_watermark(Watermark(conversation_id, sender_id, message.seq,
-                                            message.id, message.created_at))
+        history.set_watermarks([Watermark(conversation_id, sender_id, m.seq, m.id,
+                                          m.created_at)
+                                for (conversation_id, sender_id), m in marks.items()])
+        inbox = []
         for (_, fields), message in zip(entries, messages, strict=True):
             members = [int(u) for u in fields.get("u", "").split(",") if u]
             if members:
-                history.inbox_append(members, message)
+                inbox.append((members, message))
+        history.inbox_append_many(inbox)
         by_conversation: dict[int, list[str]] = defaultdict(list)
         for (_, fields), message in zip(entries, messages, strict=True):
             by_conversation[message.conversation_id].append(fields["m"])
