@@ -34,7 +34,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class GatewayServer:
+class _Process:
+    """A child process with a log file, stopped by its PID."""
+
+    log_path: Path
+    proc: subprocess.Popen | None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class GatewayServer(_Process):
     """``gunicorn -c config/gunicorn.conf.py wsgi:app`` in a subprocess."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
@@ -71,23 +94,9 @@ class GatewayServer:
         self.stop()
         raise RuntimeError(f"gateway did not start:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
     def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
         """SIGINT is gunicorn's quick shutdown; SIGTERM (graceful) waits for idle clients."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
+        super().stop(sig, timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole node, master and workers (needs ``new_session=True``)."""
@@ -97,7 +106,7 @@ class GatewayServer:
         self.proc.wait(10)
 
 
-class WorkerProcess:
+class WorkerProcess(_Process):
     """``python -m workers`` (an RQ SimpleWorker draining the persist stream)."""
 
     def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
@@ -113,18 +122,3 @@ class WorkerProcess:
                                      stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
