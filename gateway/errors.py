@@ -10,6 +10,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from storage.state_memory import LockTimeout
+
 log = logging.getLogger(__name__)
 
 
@@ -88,6 +90,13 @@ def init_app(app: Flask) -> None:
     def _store_unavailable(err: Exception):  # type: ignore[no-untyped-def]
         log.warning("store unavailable: %s", err)
         return _api_error(unavailable("the message store is unavailable; retry shortly"))
+
+    @app.errorhandler(LockTimeout)
+    def _busy(err: LockTimeout):  # type: ignore[no-untyped-def]
+        # A conversation's send lock stayed taken (a holder that lost Redis mid-send
+        # leaves it until its TTL): retrying with the same client_msg_id is safe.
+        log.warning("lock timeout: %s", err)
+        return _api_error(unavailable("the conversation is busy; retry shortly"))
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):  # type: ignore[no-untyped-def]

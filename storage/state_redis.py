@@ -24,10 +24,12 @@ from storage.state_memory import LockTimeout
 
 log = logging.getLogger(__name__)
 
-# A crashed holder's lock frees itself after this long. Holders run one message send
-# (history write included), far shorter; a holder outliving it loses exclusion but
-# never deletes a successor's lock (release compares tokens).
-_LOCK_TTL_MS = 30_000
+# A crashed holder's lock frees itself after this long; so does the lock of a holder
+# that lost Redis mid-send (its release failed), which is what bounds how long a
+# conversation stays blocked after a Redis restart. Holders run one send's few Redis
+# round trips, far shorter; a holder outliving it loses exclusion but never deletes a
+# successor's lock (release compares tokens).
+_LOCK_TTL_MS = 5_000
 _LOCK_FIRST_WAIT = 0.002  # seconds between attempts, doubling up to _LOCK_MAX_WAIT
 _LOCK_MAX_WAIT = 0.05
 
