@@ -251,7 +251,7 @@ class SSETransport(_ThreadedTransport):
                     line = raw.decode("utf-8").rstrip("\r")
                     if not line:
                         if data:
-                            self._queue.put(json.loads("\n".join(data)))
+                            self._queue.put(self._read_item(json.loads("\n".join(data))))
                             data = []
                     elif line.startswith(":"):
                         self.heartbeats.append(time.monotonic())
@@ -261,12 +261,12 @@ class SSETransport(_ThreadedTransport):
         except Exception as err:  # noqa: BLE001 - any failure ends this stream
             self._queue.put(TransportClosed("closed" if self._closing else f"network: {err}"))
 
-    def next_batch(self, timeout: float) -> list[dict[str, Any]]:
-        events = super().next_batch(timeout)
-        for event in events:
-            if event.get("type") == "close":
-                raise TransportClosed(event["data"]["reason"])
-        return events
+    def _read_item(self, payload: dict[str, Any]) -> Any:
+        # The server's goodbye ends the stream like a dropped connection, but only after
+        # the events that came before it have been handed over (their cursor counts).
+        if payload.get("type") == "close":
+            return TransportClosed(payload["data"]["reason"])
+        return payload
 
     def close(self) -> None:
         self._closing = True

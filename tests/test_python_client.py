@@ -132,3 +132,40 @@ def test_cli_signup_direct_send_follow(gateway, tmp_path: Path):
     assert "hello from the CLI" in out
     listing = _cli(gateway.url, "conversations", token=bob_token)
     assert alice in listing and "unread 1" in listing
+
+
+class _FakeStream:
+    """A response whose body is ``chunks``: SSE frames exactly as the gateway writes them."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.raw = self
+        self.chunks = chunks
+
+    def stream(self, _amount: object, decode_content: bool) -> list[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        pass
+
+
+def test_sse_hands_over_events_that_came_before_the_servers_close():
+    """A drain's ``close`` frame can arrive in the same read as the last events: they
+    must still reach the caller, and the cursor must not skip past them unseen."""
+    from switchboard_client.transports import SSETransport
+
+    def frame(payload: str, event_id: str | None = None) -> bytes:
+        return ((f"id: {event_id}\n" if event_id else "") + f"data: {payload}\n\n").encode()
+
+    message = '{"id": "1:7", "type": "message.created", "data": {"id": "42", "seq": 7}}'
+    body = (frame('{"id": "1:6", "type": "ready", "data": {"cursor": "1:6"}}', "1:6")
+            + frame(message, "1:7") + frame('{"type": "close", "data": {"reason": "draining"}}'))
+    sse = SSETransport(None, cursor="1:6")  # type: ignore[arg-type]
+    sse._response = _FakeStream([body[:17], body[17:]])  # type: ignore[assignment]
+    sse._read_loop()
+    sse._await_ready()
+    assert [e["data"]["id"] for e in sse.next_batch(1)] == ["42"]
+    assert sse.cursor == "1:7"
+    with pytest.raises(TransportClosed) as closed:
+        sse.next_batch(1)
+    assert closed.value.reason == "draining"
+    assert sse.cursor == "1:7"
