@@ -5,11 +5,16 @@
         --cassandra 127.0.0.1:PORT [--messages 50000] [--workers 1] [--runs 3]
 
 Each run fills the persist stream exactly as acknowledged sends do (PersistBuffer.record:
-the conversation tail and the stream entry in one transaction; 200 direct
-conversations, two members each), then starts ``--workers`` real ``python -m workers``
-processes and times them until the backlog is empty. That includes everything a drain
-does per batch: the message rows, the senders' read marks (lightweight transactions on
-Cassandra) and both members' inbox rows. Prints one JSON line per run and the median.
+the conversation tail and the stream entry in one transaction; ``--conversations``
+direct conversations, two members each, messages round-robin over them), then starts
+``--workers`` real ``python -m workers`` processes and times them until the backlog is
+empty. That includes everything a drain does per batch: the message rows, the senders'
+read marks and both members' inbox rows. Prints one JSON line per run and the median.
+
+The shape decides how much batching helps: with 200 conversations a 500-message drain
+holds ~2.5 messages per conversation and per reader (one partition each, so one
+request); with ``--conversations 10000`` every message is alone in its partitions and
+costs four single-row writes - the worst case.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
+from storage.history_sql import SqlHistoryStore
 
 # Ids only need to follow the previous id while clocks could disagree; after a week
 # of silence any node's clock is past it anyway.
@@ -79,6 +80,8 @@ def _create(svc: Services, sender_id: int, conversation_id: int, members: list[i
             # Only the embedded engine gets here: its idempotency records died with the
             # last process, and SQLite's unique (sender, client_msg_id) caught a retry
             # of a message sent before the restart. Answer with that message.
+            if not isinstance(svc.history, SqlHistoryStore):
+                raise
             original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
             if original is None:
                 raise

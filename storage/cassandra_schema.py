@@ -17,8 +17,9 @@ Tables:
 * ``conversation_buckets``: the buckets of a conversation that hold messages. Paging
   walks this short list instead of probing every possible bucket between two ids, so a
   conversation silent for a year costs one extra read, not 36 empty ones.
-* ``messages_by_client_id``: ``(sender_id, client_msg_id)`` -> message reference, for
-  idempotent sends once the gateway's short-term memory of them has expired.
+* (``messages_by_client_id``, dropped by migration 2: idempotency of sends is the state
+  store's job for ``client_msg_id_ttl``, Redis with AOF in the scaled engine, and nothing
+  read the table; writing it cost one request per message.)
 * ``read_marks``: the read watermark of each member, one row per (conversation, user),
   written only with the seq as the write timestamp, so the highest seq always wins
   (see history_cassandra.set_watermark).
@@ -76,6 +77,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                PRIMARY KEY ((user_id), bucket))
            WITH CLUSTERING ORDER BY (bucket ASC)
            AND default_time_to_live = {inbox_ttl}""",
+    ]),
+    (2, "drop messages_by_client_id (never read; idempotency lives in the state store)", [
+        "DROP TABLE IF EXISTS {ks}.messages_by_client_id",
     ]),
 ]
 

@@ -88,10 +88,6 @@ class HistoryStore(abc.ABC):
         """The highest stored seq, 0 for an empty conversation."""
 
     @abc.abstractmethod
-    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
-        """The message a sender stored under this idempotency key, if any."""
-
-    @abc.abstractmethod
     def set_watermark(self, mark: Watermark) -> Watermark:
         """Move the user's read mark forward; returns the mark now in force."""
 

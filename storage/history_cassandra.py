@@ -62,9 +62,6 @@ class _Statements:
             "USING TIMESTAMP ?")
         self.insert_bucket = p(
             "INSERT INTO {ks}.conversation_buckets (conversation_id, bucket) VALUES (?, ?)")
-        self.insert_client_id = p(
-            "INSERT INTO {ks}.messages_by_client_id (sender_id, client_msg_id, "
-            "conversation_id, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?")
         self.get = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
                      "AND bucket = ? AND message_id = ?")
         self.buckets_down = p("SELECT bucket FROM {ks}.conversation_buckets "
@@ -77,9 +74,6 @@ class _Statements:
                                "AND bucket = ? AND message_id <= ? LIMIT ?")
         self.newer = p("SELECT {cols} FROM {ks}.messages WHERE conversation_id = ? "
                        "AND bucket = ? AND message_id > ? ORDER BY message_id ASC LIMIT ?")
-        self.by_client_id = p("SELECT conversation_id, message_id FROM "
-                              "{ks}.messages_by_client_id WHERE sender_id = ? "
-                              "AND client_msg_id = ?")
         # The write timestamp is the seq: Cassandra keeps the cell with the highest
         # timestamp, so the furthest mark wins whatever order writes arrive in.
         self.mark_write = p("UPDATE {ks}.read_marks USING TIMESTAMP ? SET seq = ?, "
@@ -122,6 +116,28 @@ def _batches(rows: list[tuple], texts: list[int]) -> Iterable[list[tuple]]:
         size += length + 64  # keys and the other columns
     if chunk:
         yield chunk
+
+
+def _partition_work(statement: PreparedStatement, rows: list[tuple],
+                    sizes: list[int] | None = None) -> list[tuple[Any, Any]]:
+    """One partition's rows as requests: a lone row as itself, more as unlogged batches.
+
+    Unlogged and single-partition: one mutation on one replica set, no batch log, and
+    one request instead of one per row. A multi-partition batch would only add
+    coordinator work, so callers group rows by partition first.
+    """
+    if len(rows) == 1:
+        return [(statement, rows[0])]
+    work: list[tuple[Any, Any]] = []
+    for chunk in _batches(rows, sizes or [0] * len(rows)):
+        if len(chunk) == 1:
+            work.append((statement, chunk[0]))
+            continue
+        batch = BatchStatement(BatchType.UNLOGGED)
+        for row in chunk:
+            batch.add(statement, row)
+        work.append((batch, None))
+    return work
 
 
 class CassandraHistoryStore(HistoryStore):
@@ -188,19 +204,8 @@ class CassandraHistoryStore(HistoryStore):
         for (conversation_id, bucket), group in partitions.items():
             rows = [(conversation_id, bucket, m.id, m.seq, m.sender_id, m.client_msg_id,
                      m.text, m.created_at, id_time_ms(m.id) * 1000) for m in group]
-            for chunk in _batches(rows, [len(m.text.encode()) for m in group]):
-                if len(chunk) == 1:
-                    work.append((st.insert_message, chunk[0]))
-                    continue
-                # Unlogged and single-partition: one mutation on one replica set, no
-                # batch log. A multi-partition batch would only add coordinator work.
-                batch = BatchStatement(BatchType.UNLOGGED)
-                for row in chunk:
-                    batch.add(st.insert_message, row)
-                work.append((batch, None))
-            work.extend((st.insert_client_id, (m.sender_id, m.client_msg_id,
-                                               m.conversation_id, m.id,
-                                               id_time_ms(m.id) * 1000)) for m in group)
+            work.extend(_partition_work(st.insert_message, rows,
+                                        [len(m.text.encode()) for m in group]))
         run_concurrently(session, work)
 
     def _index_buckets(self, session: Session, statement: PreparedStatement, kind: str,
@@ -274,11 +279,6 @@ class CassandraHistoryStore(HistoryStore):
         latest = self.latest(conversation_id)
         return latest.seq if latest else 0
 
-    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
-        session, st = self._ready()
-        ref = session.execute(st.by_client_id, (sender_id, client_msg_id)).one()
-        return self.get(ref.conversation_id, ref.message_id) if ref else None
-
     # --- read marks -----------------------------------------------------------------
 
     def set_watermark(self, mark: Watermark) -> Watermark:
@@ -297,9 +297,12 @@ class CassandraHistoryStore(HistoryStore):
 
     def set_watermarks(self, marks: Sequence[Watermark]) -> None:
         session, st = self._ready()
-        run_concurrently(session, [(st.mark_write, (m.seq, m.seq, m.message_id, m.updated_at,
-                                                    m.conversation_id, m.user_id))
-                                   for m in marks])
+        by_conversation: dict[int, list[tuple]] = defaultdict(list)
+        for m in marks:
+            by_conversation[m.conversation_id].append(
+                (m.seq, m.seq, m.message_id, m.updated_at, m.conversation_id, m.user_id))
+        run_concurrently(session, [item for rows in by_conversation.values()
+                                   for item in _partition_work(st.mark_write, rows)])
 
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
@@ -328,11 +331,14 @@ class CassandraHistoryStore(HistoryStore):
 
     def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
         session, st = self._ready()
-        rows = [(u, self.bucket_of(m.id), m) for users, m in entries for u in sorted(set(users))]
-        self._index_buckets(session, st.insert_inbox_bucket, "inbox",
-                            sorted({(u, b) for u, b, _ in rows}))
-        run_concurrently(session, [(st.insert_inbox, (u, b, m.id, m.conversation_id, m.seq))
-                                   for u, b, m in rows])
+        partitions: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+        for users, m in entries:
+            bucket = self.bucket_of(m.id)
+            for u in sorted(set(users)):
+                partitions[(u, bucket)].append((u, bucket, m.id, m.conversation_id, m.seq))
+        self._index_buckets(session, st.insert_inbox_bucket, "inbox", sorted(partitions))
+        run_concurrently(session, [item for rows in partitions.values()
+                                   for item in _partition_work(st.insert_inbox, rows)])
 
     def inbox_page(self, user_id: int, after_message_id: int | None = None,
                    limit: int = 100) -> list[InboxEntry]:

@@ -145,6 +145,11 @@ class SqlHistoryStore(HistoryStore):
         return int(value or 0)
 
     def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
+        """The message a sender stored under this idempotency key, if any.
+
+        SQL only: the embedded engine's idempotency memory dies with its process, so the
+        unique (sender, client_msg_id) index answers retries that span a restart.
+        """
         with self.engine.connect() as conn:
             row = conn.execute(select(messages).where(and_(
                 messages.c.sender_id == sender_id,

@@ -83,9 +83,6 @@ class TailedHistory(HistoryStore):
         page = self.page(conversation_id, limit=1)
         return page[-1] if page else None
 
-    def find_by_client_msg_id(self, sender_id: int, client_msg_id: str) -> Message | None:
-        return self.inner.find_by_client_msg_id(sender_id, client_msg_id)
-
     def set_watermark(self, mark: Watermark) -> Watermark:
         return self.inner.set_watermark(mark)
 

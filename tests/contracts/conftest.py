@@ -69,6 +69,16 @@ def presence(request):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(params=HISTORIES)
 def history(request, tmp_path):  # type: ignore[no-untyped-def]
+    yield from _history(request, tmp_path)
+
+
+@pytest.fixture(params=[h for h in HISTORIES if h in ("sqlite", "postgres")])
+def sql_history(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The SQL stores only, for what only they promise (find_by_client_msg_id)."""
+    yield from _history(request, tmp_path)
+
+
+def _history(request, tmp_path):  # type: ignore[no-untyped-def]
     if request.param == "sqlite":
         store = SqlHistoryStore(f"sqlite:///{tmp_path}/history.db")
     elif request.param == "postgres":

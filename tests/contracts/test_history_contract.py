@@ -90,11 +90,12 @@ def test_store_is_idempotent_by_id(history):
     assert history.get(7, msgs[2].id) is None
 
 
-def test_find_by_client_msg_id(history):
+def test_sql_stores_find_a_message_by_client_msg_id(sql_history):
+    """SQL only: the embedded engine answers retries across a restart from it."""
     msgs = make(8, range(1, 3), sender=42)
-    history.store(msgs)
-    assert history.find_by_client_msg_id(42, msgs[1].client_msg_id) == msgs[1]
-    assert history.find_by_client_msg_id(43, msgs[1].client_msg_id) is None
+    sql_history.store(msgs)
+    assert sql_history.find_by_client_msg_id(42, msgs[1].client_msg_id) == msgs[1]
+    assert sql_history.find_by_client_msg_id(43, msgs[1].client_msg_id) is None
 
 
 def test_watermarks_only_move_forward(history):
@@ -126,6 +127,29 @@ def test_paging_skips_empty_buckets(history):
         seen += seqs(page)
         page = history.page(10, after=page[-1].id, limit=7)
     assert seen == list(range(1, 41))
+
+
+def test_one_call_writes_many_rows_of_one_partition(history):
+    """A persist drain hands over hundreds of rows for one conversation, one reader's
+    inbox and one conversation's marks at once (Cassandra cuts each partition's rows
+    into batches by count and size): all land, and the highest mark wins."""
+    ms = next(_clock)
+    ids = [((ms - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (7 << SEQUENCE_BITS) | n
+           for n in range(120)]  # one millisecond: one partition however it is bucketed
+    msgs = [Message(id=i, conversation_id=30, seq=s, sender_id=1 + s % 3,
+                    client_msg_id=f"burst-{s}", text="x" * (50 * s),
+                    created_at=1_800_000_000_000 + s) for s, i in enumerate(ids, 1)]
+    history.store(msgs)
+    assert history.page(30, limit=100) == msgs[20:]
+    assert history.page(30, before=msgs[20].id, limit=100) == msgs[:20]
+    history.inbox_append_many([([5, 6], m) for m in msgs] + [([6], msgs[0])])
+    for user in (5, 6):
+        assert history.inbox_page(user, limit=100) == [entry(m) for m in msgs[:100]]
+        assert history.inbox_page(user, after_message_id=msgs[99].id) == [
+            entry(m) for m in msgs[100:]]
+    marks = [Watermark(30, m.sender_id, m.seq, m.id, m.created_at) for m in msgs]
+    history.set_watermarks(marks[60:] + marks[:60])  # the newest ones not last
+    assert {u: m.seq for u, m in history.watermarks(30).items()} == {1: 120, 2: 118, 3: 119}
 
 
 def test_watermarks_of_unknown_users_are_absent(history):
