@@ -7,31 +7,23 @@ two give the same result, including for retries.
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+import gevent
 from sqlalchemy.exc import IntegrityError
 
 from gateway.conversations import member_ids, require_member_fast
-from gateway.errors import conflict, not_found, too_many
+from gateway.errors import UNAVAILABLE, conflict, not_found, too_many
 from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
 from storage.history_sql import SqlHistoryStore
+from storage.state import SendClaim
+from storage.state_memory import LockTimeout
 
-# Ids only need to follow the previous id while clocks could disagree; after a week
-# of silence any node's clock is past it anyway.
-_LAST_ID_TTL = 7 * 24 * 3600
-
-
-def _cmid_key(sender_id: int, client_msg_id: str) -> str:
-    return f"cmid:{sender_id}:{client_msg_id}"
-
-
-def _recall(svc: Services, sender_id: int, client_msg_id: str) -> Message | None:
-    raw = svc.state.recall(_cmid_key(sender_id, client_msg_id))
-    return Message.from_json(json.loads(raw)) if raw is not None else None
-
+log = logging.getLogger(__name__)
 
 def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
                  text: str) -> tuple[Message, bool]:
@@ -41,35 +33,71 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
     """
     svc = services()
     members = require_member_fast(conversation_id, sender_id)
-    existing = _recall(svc, sender_id, client_msg_id)
-    if existing is None:
-        if not svc.state.allow(f"rate:send:{sender_id}", svc.settings.send_rate_per_second,
-                               svc.settings.send_rate_burst):
-            raise too_many("sending too fast; retry with the same client_msg_id")
-        # Concurrent retries of one client_msg_id serialise here; the loser finds the
-        # winner's message on its second look.
-        with svc.state.lock(_cmid_key(sender_id, client_msg_id)):
-            existing = _recall(svc, sender_id, client_msg_id)
-            if existing is None:
-                existing, created = _create(svc, sender_id, conversation_id, members,
-                                            client_msg_id, text)
-                if created:
-                    return existing, True
+    claim = _claim(svc, sender_id, client_msg_id)
+    if claim.outcome == "sent":
+        return _same_conversation(Message.from_json(json.loads(claim.value or "")),
+                                  conversation_id), False
+    assert claim.token is not None
+    ttl = svc.settings.client_msg_id_ttl
+    durable: list[Message] = []
+    try:
+        message, created = _create(svc, sender_id, conversation_id, members,
+                                   client_msg_id, text, durable)
+    except BaseException:
+        # A durable message stays the answer to retries, even if its fan-out failed
+        # part-way; a message that never became durable was not sent, so a retry may
+        # send it again.
+        try:
+            svc.state.settle_send(sender_id, client_msg_id, claim.token,
+                                  json.dumps(durable[0].to_json()) if durable else None, ttl)
+        except UNAVAILABLE as exc:  # the claim lapses by itself after its hold
+            log.warning("could not settle send %s: %s", client_msg_id, exc)
+        raise
+    svc.state.settle_send(sender_id, client_msg_id, claim.token,
+                          json.dumps(message.to_json()), ttl)
+    if not created:
+        return _same_conversation(message, conversation_id), False
+    MESSAGES_SENT.inc()
+    # Step 5 (push to members with no live connection): only queued, never sent here.
+    svc.notifier.message_created(message, members)
+    return message, True
+
+
+def _same_conversation(existing: Message, conversation_id: int) -> Message:
     if existing.conversation_id != conversation_id:
         raise conflict("client_msg_id was already used in another conversation",
                        "client_msg_id_reused")
-    return existing, False
+    return existing
+
+
+def _claim(svc: Services, sender_id: int, client_msg_id: str,
+           timeout: float = 10.0) -> SendClaim:
+    """The remembered message of a retry, or this request's claim to send. Concurrent
+    retries of one client_msg_id wait here for the first to settle."""
+    deadline = time.monotonic() + timeout
+    wait = 0.005
+    while True:
+        claim = svc.state.claim_send(sender_id, client_msg_id,
+                                     rate=svc.settings.send_rate_per_second,
+                                     burst=svc.settings.send_rate_burst)
+        if claim.outcome == "limited":
+            raise too_many("sending too fast; retry with the same client_msg_id")
+        if claim.outcome != "pending":
+            return claim
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"send {client_msg_id}")
+        gevent.sleep(wait)
+        wait = min(wait * 2, 0.1)
 
 
 def _create(svc: Services, sender_id: int, conversation_id: int, members: list[int],
-            client_msg_id: str, text: str) -> tuple[Message, bool]:
+            client_msg_id: str, text: str, durable: list[Message]) -> tuple[Message, bool]:
+    """The new message, stored and fanned out; appended to ``durable`` once it is."""
     # One writer per conversation at a time, so log order matches seq order.
-    with svc.state.lock(f"conv:{conversation_id}"):
-        seq = svc.state.next_seq(conversation_id,
-                                 lambda: svc.history.last_seq(conversation_id))
-        last_id = svc.state.recall(f"conv-last-id:{conversation_id}")
-        message = Message(id=svc.ids.next_id(int(last_id) if last_id else None),
-                          conversation_id=conversation_id, seq=seq,
+    with svc.state.conversation_turn(
+            conversation_id, lambda: svc.history.last_seq(conversation_id)) as turn:
+        message = Message(id=svc.ids.next_id(turn.last_id),
+                          conversation_id=conversation_id, seq=turn.seq,
                           sender_id=sender_id, client_msg_id=client_msg_id, text=text,
                           created_at=int(time.time() * 1000))
         # The durability point: nothing is acknowledged before it. Persisting also moves
@@ -86,14 +114,9 @@ def _create(svc: Services, sender_id: int, conversation_id: int, members: list[i
             if original is None:
                 raise
             return original, False
-        svc.state.remember(f"conv-last-id:{conversation_id}", str(message.id),
-                           _LAST_ID_TTL)
-        svc.state.remember(_cmid_key(sender_id, client_msg_id),
-                           json.dumps(message.to_json()), svc.settings.client_msg_id_ttl)
+        durable.append(message)
+        turn.new_last_id = message.id
         svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
-    MESSAGES_SENT.inc()
-    # Step 5 (push to members with no live connection): only queued here, never sent.
-    svc.notifier.message_created(message, members)
     return message, True
 
 

@@ -28,55 +28,82 @@ class Batch(NamedTuple):
 
 class Feed:
     def __init__(self, svc: Services, user_id: int, session_id: str, cursor: str | None,
-                 transport: str) -> None:
+                 transport: str, prefetch: int = 0) -> None:
         self.svc = svc
         self.user_id = user_id
         self.sub = svc.hub.subscribe(user_id, session_id, transport)
         try:
             # Validates the cursor (InvalidCursor) before the transport commits to a
-            # response, and fixes the starting point for a client that sent none.
-            first = svc.broker.read(user_id, cursor, 0)
+            # response, and fixes the starting point for a client that sent none. With
+            # ``prefetch`` (the caller's page limit), the first page comes with it: a
+            # long-poll that finds events answers after one read of the log, not two.
+            first = svc.broker.read(user_id, cursor, prefetch if cursor else 0)
         except Exception:
             svc.hub.unsubscribe(self.sub)
             raise
         self.cursor = first.cursor
         self._pending_reset = first.reset
+        self._prefetched = first.events
+        # Whether the last read reached the end of the log. ``wake`` was cleared before
+        # that read, so any append since has set it: until then, reading finds nothing.
+        self._caught_up = not first.reset and (
+            cursor is None or len(first.events) < prefetch)
         self._last_touch = time.monotonic()
 
     def next(self, timeout: float, limit: int) -> Batch:
         """Events after the cursor, waiting up to ``timeout`` s for some to arrive."""
         deadline = time.monotonic() + timeout
-        heartbeat = self.svc.settings.presence_heartbeat
+        # Caught up and not woken since: wait before reading. Only once per call, so a
+        # lost wake-up (pub/sub is at-most-once) costs at most one wait, not the event.
+        skip_read = self._caught_up and not self.sub.wake.is_set()
         while True:
             self.sub.wake.clear()
             if self._pending_reset:
                 self._pending_reset = False
                 return Batch([self._reset_event()], self.cursor, None)
             ephemeral = self.sub.take_ephemeral()
+            if self._prefetched:
+                events, self._prefetched = self._prefetched, []
+                return Batch([*ephemeral, *events], self.cursor, None)
+            if skip_read and not ephemeral and not self.sub.closed:
+                skip_read = False
+                if not self._wait(deadline):
+                    return Batch([], self.cursor, None)
+                continue
             try:
                 read = self.svc.broker.read(self.user_id, self.cursor, limit)
             except UNAVAILABLE as exc:
                 # Redis restarting: keep the connection and read again shortly; the
                 # subscriber's recovery wakes us as soon as it is back.
+                self._caught_up = False
                 if ephemeral or self.sub.closed or time.monotonic() >= deadline:
                     return Batch(ephemeral, self.cursor, None if ephemeral else self.sub.closed)
                 log.debug("event log unavailable, retrying: %s", exc)
                 self.sub.wake.wait(min(_UNAVAILABLE_RETRY, max(0.0, deadline - time.monotonic())))
                 continue
             self.cursor = read.cursor
+            self._caught_up = not read.reset and len(read.events) < limit
             if read.reset:
                 return Batch([*ephemeral, self._reset_event()], self.cursor, None)
             if read.events or ephemeral:
                 return Batch([*ephemeral, *read.events], self.cursor, None)
             if self.sub.closed:
                 return Batch([], self.cursor, self.sub.closed)
-            now = time.monotonic()
-            if now - self._last_touch >= heartbeat:
-                self.touch()
-            remaining = deadline - now
-            if remaining <= 0:
+            if not self._wait(deadline):
                 return Batch([], self.cursor, None)
-            self.sub.wake.wait(min(remaining, heartbeat))
+
+    def _wait(self, deadline: float) -> bool:
+        """Wait for a wake-up until ``deadline``, touching presence on the way; False
+        once the deadline has passed."""
+        heartbeat = self.svc.settings.presence_heartbeat
+        now = time.monotonic()
+        if now - self._last_touch >= heartbeat:
+            self.touch()
+        remaining = deadline - now
+        if remaining <= 0:
+            return False
+        self.sub.wake.wait(min(remaining, heartbeat))
+        return True
 
     def touch(self) -> None:
         """A live connection is a presence heartbeat."""

@@ -16,7 +16,14 @@ USER_EPOCH = "{prefix}:{{u:{user_id}}}:epoch"  # random token naming this life o
 USER_CHANNEL = "{prefix}:{{u:{user_id}}}:wake"  # pub/sub doorbell and ephemeral events
 
 # --- shared state ------------------------------------------------------------------------
-CONVERSATION_SEQ = "{prefix}:conv:{conversation_id}:seq"
+# A conversation's turn lock, seq counter and last message id share ``{c:<id>}``: one
+# script takes the turn, the seq and the id floor together.
+CONVERSATION_LOCK = "{prefix}:{{c:{conversation_id}}}:lock"
+CONVERSATION_SEQ = "{prefix}:{{c:{conversation_id}}}:seq"
+CONVERSATION_LAST_ID = "{prefix}:{{c:{conversation_id}}}:last-id"
+# A sender's idempotency records and send rate bucket share the user's tag.
+SEND_RECORD = "{prefix}:{{u:{user_id}}}:sent:{client_msg_id}"
+SEND_BUCKET = "{prefix}:{{u:{user_id}}}:send-rate"
 LOCK = "{prefix}:lock:{name}"
 VALUE = "{prefix}:kv:{key}"
 CLAIM = "{prefix}:once:{key}"
@@ -49,8 +56,16 @@ class KeySpace:
     def channel(self, user_id: int) -> str:
         return USER_CHANNEL.format(prefix=self.prefix, user_id=user_id)
 
-    def conversation_seq(self, conversation_id: int) -> str:
-        return CONVERSATION_SEQ.format(prefix=self.prefix, conversation_id=conversation_id)
+    def conversation(self, conversation_id: int) -> list[str]:
+        """[turn lock, seq counter, last message id] of one conversation."""
+        return [t.format(prefix=self.prefix, conversation_id=conversation_id)
+                for t in (CONVERSATION_LOCK, CONVERSATION_SEQ, CONVERSATION_LAST_ID)]
+
+    def sends(self, user_id: int, client_msg_id: str) -> list[str]:
+        """[idempotency record, send rate bucket] of one sender's client_msg_id."""
+        return [SEND_RECORD.format(prefix=self.prefix, user_id=user_id,
+                                   client_msg_id=client_msg_id),
+                SEND_BUCKET.format(prefix=self.prefix, user_id=user_id)]
 
     def lock(self, name: str) -> str:
         return LOCK.format(prefix=self.prefix, name=name)

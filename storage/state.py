@@ -10,16 +10,65 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import NamedTuple
+
+# How long a send's claim on its client_msg_id holds before a retry may take it over:
+# past the longest a send can take (waiting up to 10 s for its conversation's turn).
+SEND_CLAIM_HOLD = 15.0
+# How long a conversation's last message id is kept for the next turn: ids only need to
+# follow it while clocks could disagree; after a week of silence any clock is past it.
+LAST_ID_TTL = 7 * 24 * 3600
+
+
+class Turn:
+    """One sender's exclusive turn in a conversation (SharedState.conversation_turn)."""
+
+    __slots__ = ("seq", "last_id", "new_last_id")
+
+    def __init__(self, seq: int, last_id: int | None) -> None:
+        self.seq = seq  # this turn's message seq: the conversation's next, atomically
+        self.last_id = last_id  # the message id an earlier turn recorded, if any
+        self.new_last_id: int | None = None  # set it to record this turn's message id
+
+
+class SendClaim(NamedTuple):
+    """What SharedState.claim_send found.
+
+    ``outcome`` is "sent" (``value``: the message remembered under this key), "pending"
+    (another request holds the claim right now), "limited" (the sender is over the rate
+    limit) or "claimed" (``token``: the key is this request's to send and then settle).
+    """
+
+    outcome: str
+    value: str | None = None
+    token: str | None = None
 
 
 class SharedState(abc.ABC):
     @abc.abstractmethod
-    def next_seq(self, conversation_id: int, floor: Callable[[], int]) -> int:
-        """The conversation's next sequence number, atomically.
+    def conversation_turn(self, conversation_id: int, floor: Callable[[], int],
+                          timeout: float = 10.0) -> AbstractContextManager[Turn]:
+        """Exclusive right to add a conversation's next message, across every worker.
 
-        ``floor`` gives the highest seq already stored; it is consulted only when the
-        counter does not exist yet (first use, or after the counter was lost).
+        Yields the turn's seq (``floor`` gives the highest seq already stored; it is
+        consulted only when the counter does not exist yet: first use, or after it was
+        lost) and the last message id recorded by an earlier turn. Leaving records
+        ``new_last_id`` (kept a week) unless the block raised. Raises LockTimeout when
+        no turn came within ``timeout``.
         """
+
+    @abc.abstractmethod
+    def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
+                   hold: float = SEND_CLAIM_HOLD) -> SendClaim:
+        """Atomically: the message sent under (sender, client_msg_id) if any; else, if
+        the sender's token bucket (``rate``/s, ``burst``) allows, a claim on the key for
+        ``hold`` seconds. A retry of a remembered send takes no token."""
+
+    @abc.abstractmethod
+    def settle_send(self, sender_id: int, client_msg_id: str, token: str,
+                    message: str | None, ttl: float) -> None:
+        """End a claim: remember ``message`` under the key for ``ttl`` seconds, or with
+        None release it so a retry may send. A claim no longer held is left alone."""
 
     @abc.abstractmethod
     def lock(self, name: str, timeout: float = 10.0) -> AbstractContextManager[None]:

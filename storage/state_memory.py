@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import heapq
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from gevent.lock import Semaphore
 
-from storage.state import SharedState
+from storage.state import LAST_ID_TTL, SEND_CLAIM_HOLD, SendClaim, SharedState, Turn
 
 _PURGE_EVERY = 1024  # writes between sweeps of expired keys
+# A claimed, not yet settled send; messages are stored as JSON and never start so.
+_PENDING = "~pending:"
 
 
 class LockTimeout(RuntimeError):
     pass
 
 
+def _send_key(sender_id: int, client_msg_id: str) -> str:
+    return f"cmid:{sender_id}:{client_msg_id}"
+
+
 class MemoryState(SharedState):
     def __init__(self) -> None:
         self._counters: dict[int, int] = {}
+        self._last_ids: dict[int, tuple[float, int]] = {}  # conversation -> (until, id)
         self._locks: dict[str, tuple[Semaphore, int]] = {}
         self._values: dict[str, tuple[float, str]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -29,12 +37,45 @@ class MemoryState(SharedState):
         self._deadlines: list[tuple[float, str]] = []
         self._writes = 0
 
-    def next_seq(self, conversation_id: int, floor: Callable[[], int]) -> int:
-        current = self._counters.get(conversation_id)
-        if current is None:
-            current = floor()
-        self._counters[conversation_id] = current + 1
-        return current + 1
+    @contextmanager
+    def conversation_turn(self, conversation_id: int, floor: Callable[[], int],
+                          timeout: float = 10.0) -> Iterator[Turn]:
+        with self.lock(f"conv:{conversation_id}", timeout):
+            current = self._counters.get(conversation_id)
+            if current is None:
+                current = floor()
+            self._counters[conversation_id] = current + 1
+            last = self._last_ids.get(conversation_id)
+            turn = Turn(current + 1, last[1] if last and last[0] > time.monotonic() else None)
+            yield turn
+            if turn.new_last_id is not None:
+                self._last_ids[conversation_id] = (time.monotonic() + LAST_ID_TTL,
+                                                   turn.new_last_id)
+
+    def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
+                   hold: float = SEND_CLAIM_HOLD) -> SendClaim:
+        key = _send_key(sender_id, client_msg_id)
+        value = self.recall(key)
+        if value is not None:
+            if value.startswith(_PENDING):
+                return SendClaim("pending")
+            return SendClaim("sent", value)
+        if not self.allow(f"send:{sender_id}", rate, burst):
+            return SendClaim("limited")
+        token = secrets.token_hex(8)
+        self.remember(key, _PENDING + token, hold)
+        return SendClaim("claimed", token=token)
+
+    def settle_send(self, sender_id: int, client_msg_id: str, token: str,
+                    message: str | None, ttl: float) -> None:
+        key = _send_key(sender_id, client_msg_id)
+        value = self.recall(key)
+        if value is not None and value != _PENDING + token:
+            return  # not ours any more
+        if message is None:
+            self.forget(key)
+        else:
+            self.remember(key, message, ttl)
 
     @contextmanager
     def lock(self, name: str, timeout: float = 10.0) -> Iterator[None]:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.redis_conn import RedisClient, Script
 from storage.redis_keys import KeySpace
-from storage.state import SharedState
+from storage.state import LAST_ID_TTL, SEND_CLAIM_HOLD, SendClaim, SharedState, Turn
 from storage.state_memory import LockTimeout
 
 log = logging.getLogger(__name__)
@@ -33,34 +33,68 @@ _LOCK_TTL_MS = 5_000
 _LOCK_FIRST_WAIT = 0.002  # seconds between attempts, doubling up to _LOCK_MAX_WAIT
 _LOCK_MAX_WAIT = 0.05
 
-_INCR_IF_EXISTS = Script("""
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
-return false
+# KEYS: turn lock, seq counter, last id. ARGV: token, lock ttl (ms). Returns {0} when
+# the turn is taken; else {1, seq, last id}, or {2, 0, last id} when the counter is
+# missing and the caller must start it from history (the turn is held either way).
+_TURN_BEGIN = Script("""
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local last = redis.call('GET', KEYS[3])
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2, 0, last} end
+return {1, redis.call('INCR', KEYS[2]), last}
 """)
 # ARGV[1]: the floor from history, used only if no other worker initialised it first.
 _INIT_AND_INCR = Script("""
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('INCR', KEYS[1])
 """)
+# KEYS: turn lock, last id. ARGV: token, new last id ('' for none), its ttl (s). A turn
+# that outlived its lock records nothing: a later turn may have recorded a later id.
+_TURN_END = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+return redis.call('DEL', KEYS[1])
+""")
 _RELEASE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """)
-# ARGV: rate per second, burst. Server time, so every worker uses one clock.
-_TOKEN_BUCKET = Script("""
+# A token bucket in the hash at key ``bucket``; ARGV[1]: rate per second, ARGV[2]: burst.
+# Sets ``granted``. Server time, so every worker uses one clock.
+_BUCKET = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local saved = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local saved = redis.call('HMGET', bucket, 'tokens', 'at')
 local tokens = tonumber(saved[1]) or burst
 local at = tonumber(saved[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local granted = 0
 if tokens >= 1 then tokens = tokens - 1; granted = 1 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return granted
+redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+"""
+_TOKEN_BUCKET = Script("local bucket = KEYS[1]" + _BUCKET + "return granted")
+# KEYS: send record, the sender's bucket. ARGV: rate, burst, pending value, hold (ms).
+_CLAIM_SEND = Script("""
+local value = redis.call('GET', KEYS[1])
+if value then
+  if string.sub(value, 1, string.len(ARGV[5])) == ARGV[5] then return {'pending'} end
+  return {'sent', value}
+end
+local bucket = KEYS[2]""" + _BUCKET + """
+if granted == 0 then return {'limited'} end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return {'claimed'}
 """)
+# KEYS: send record. ARGV: this claim's pending value, message ('' to release), ttl (ms).
+_SETTLE_SEND = Script("""
+local value = redis.call('GET', KEYS[1])
+if value and value ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+""")
+_PENDING = "~pending:"  # a claimed, unsettled send; messages are JSON, never start so
 # 1: renewed; 2: it had expired and nobody took it, so it is ours again; 0: lost.
 _RENEW = Script("""
 local owner = redis.call('GET', KEYS[1])
@@ -173,14 +207,49 @@ class RedisState(SharedState):
         self.keys = KeySpace(prefix)
         self.lease = WorkerLease(client, self.keys, worker_lease_ttl)
 
-    def next_seq(self, conversation_id: int, floor: Callable[[], int]) -> int:
-        # No TTL: the counter lives as long as the conversation. If Redis loses it, the
-        # floor from history starts it again above every stored seq.
-        key = [self.keys.conversation_seq(conversation_id)]
-        value = _INCR_IF_EXISTS(self.client, key, [])
-        if value is None:
-            value = _INIT_AND_INCR(self.client, key, [int(floor())])
-        return int(value)
+    @contextmanager
+    def conversation_turn(self, conversation_id: int, floor: Callable[[], int],
+                          timeout: float = 10.0) -> Iterator[Turn]:
+        lock, seq_key, last_key = self.keys.conversation(conversation_id)
+        token = secrets.token_hex(16)
+        deadline = time.monotonic() + timeout
+        wait = _LOCK_FIRST_WAIT
+        while True:
+            got = _TURN_BEGIN(self.client, [lock, seq_key, last_key], [token, _LOCK_TTL_MS])
+            if int(got[0]):
+                break
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"conversation {conversation_id}")
+            gevent.sleep(wait * random.uniform(0.5, 1.0))  # jitter: no lockstep retries
+            wait = min(wait * 2, _LOCK_MAX_WAIT)
+        recorded = ""
+        try:
+            # No TTL on the counter: it lives as long as the conversation. If Redis
+            # loses it, the floor from history starts it again above every stored seq.
+            seq = int(got[1]) if int(got[0]) == 1 else int(
+                _INIT_AND_INCR(self.client, [seq_key], [int(floor())]))
+            turn = Turn(seq, int(got[2]) if got[2] is not None else None)
+            yield turn
+            if turn.new_last_id is not None:
+                recorded = str(turn.new_last_id)
+        finally:
+            _TURN_END(self.client, [lock, last_key], [token, recorded, LAST_ID_TTL])
+
+    def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
+                   hold: float = SEND_CLAIM_HOLD) -> SendClaim:
+        token = secrets.token_hex(8)
+        got = _CLAIM_SEND(self.client, self.keys.sends(sender_id, client_msg_id),
+                          [rate, burst, _PENDING + token, max(1, int(hold * 1000)),
+                           _PENDING])
+        outcome = str(got[0])
+        if outcome == "sent":
+            return SendClaim("sent", str(got[1]))
+        return SendClaim(outcome, token=token if outcome == "claimed" else None)
+
+    def settle_send(self, sender_id: int, client_msg_id: str, token: str,
+                    message: str | None, ttl: float) -> None:
+        _SETTLE_SEND(self.client, self.keys.sends(sender_id, client_msg_id)[:1],
+                     [_PENDING + token, message or "", max(1, int(ttl * 1000))])
 
     @contextmanager
     def lock(self, name: str, timeout: float = 10.0) -> Iterator[None]:

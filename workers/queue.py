@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,9 +55,17 @@ class RqJobQueue(JobQueue):
         self.queue = queue
         self.state = state
         self.schedule_interval = schedule_interval
+        self._asked: dict[int, float] = {}  # shard -> when this process last asked
 
     def persist(self, message: Message, member_ids: Sequence[int]) -> None:
         shard = self.buffer.record(message, member_ids)
+        # Each process asks Redis at most once per shard and interval (a round trip per
+        # message saved under load). A message that finds no drain coming waits for the
+        # next one or for a worker's own backlog check, every second: late, never lost.
+        now = time.monotonic()
+        if now - self._asked.get(shard, -self.schedule_interval) < self.schedule_interval:
+            return
+        self._asked[shard] = now
         if self.state.claim_once(f"persist-scheduled:{shard}", self.schedule_interval):
             from workers.jobs import enqueue_drain
 

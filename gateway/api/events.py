@@ -37,7 +37,7 @@ bp = Blueprint("events", __name__, url_prefix="/v1/events")
 log = logging.getLogger(__name__)
 
 
-def _open_feed(transport: str, cursor: str | None) -> Feed:
+def _open_feed(transport: str, cursor: str | None, prefetch: int = 0) -> Feed:
     session = authenticate(allow_ticket=transport in ("sse", "ws"))
     svc = services()
     # A stream holds no database connection for its lifetime.
@@ -46,7 +46,7 @@ def _open_feed(transport: str, cursor: str | None) -> Feed:
             svc.settings.max_connections_per_user):
         raise too_many("too many live connections for this user")
     try:
-        feed = Feed(svc, session.user_id, session.id, cursor, transport)
+        feed = Feed(svc, session.user_id, session.id, cursor, transport, prefetch)
     except InvalidCursor as err:
         raise bad_request(str(err), "invalid_cursor") from None
     metrics.note_fallback(request.args.get("fallback_from"), transport)
@@ -65,7 +65,8 @@ def poll():
     settings = services().settings
     wait = v.query_float("wait", default=0.0, minimum=0.0, maximum=settings.longpoll_max_wait)
     limit = v.query_int("limit", default=100, minimum=1, maximum=settings.events_page_limit)
-    feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None)
+    feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None,
+                      prefetch=limit)
     try:
         batch = feed.next(wait, limit)
     finally:

@@ -3,26 +3,114 @@
 from __future__ import annotations
 
 import gevent
+import gevent.event
 import pytest
 
+from storage.state import SendClaim
 
-def test_next_seq_starts_from_floor_once(state):
+
+def _turn_seq(state, conversation_id: int, floor=lambda: 0) -> int:  # type: ignore[no-untyped-def]
+    with state.conversation_turn(conversation_id, floor) as turn:
+        return turn.seq
+
+
+def test_turn_seq_starts_from_floor_once(state):
     calls = []
 
     def floor() -> int:
         calls.append(1)
         return 41
 
-    assert [state.next_seq(5, floor) for _ in range(3)] == [42, 43, 44]
+    assert [_turn_seq(state, 5, floor) for _ in range(3)] == [42, 43, 44]
     assert len(calls) == 1
+    assert _turn_seq(state, 6) == 1  # conversations count apart
 
 
-def test_next_seq_is_unique_under_concurrency(state):
-    results = []
-    jobs = [gevent.spawn(lambda: results.append(state.next_seq(6, lambda: 0)))
-            for _ in range(200)]
-    gevent.joinall(jobs)
-    assert sorted(results) == list(range(1, 201))
+def test_turns_exclude_each_other_and_hand_out_every_seq_once(state):
+    inside: list[int] = []
+    overlaps: list[int] = []
+    seqs: list[int] = []
+
+    def sender() -> None:
+        with state.conversation_turn(8, lambda: 0) as turn:
+            if inside:
+                overlaps.append(turn.seq)
+            inside.append(turn.seq)
+            gevent.sleep(0.001)
+            inside.remove(turn.seq)
+            seqs.append(turn.seq)
+
+    gevent.joinall([gevent.spawn(sender) for _ in range(40)])
+    assert overlaps == []
+    assert sorted(seqs) == list(range(1, 41))
+
+
+def test_turn_records_the_last_id_only_when_set_and_not_on_error(state):
+    with state.conversation_turn(9, lambda: 0) as turn:
+        assert turn.last_id is None
+        turn.new_last_id = 1234567890123456789
+    with state.conversation_turn(9, lambda: 0) as turn:
+        assert turn.last_id == 1234567890123456789  # 63-bit ids survive exactly
+    with pytest.raises(RuntimeError):
+        with state.conversation_turn(9, lambda: 0) as turn:
+            turn.new_last_id = 1234567890123456999
+            raise RuntimeError("send failed")
+    with state.conversation_turn(9, lambda: 0) as turn:  # released despite the error
+        assert turn.last_id == 1234567890123456789
+        assert turn.seq == 4
+
+
+def test_a_held_turn_times_out_others(state):
+    from storage.state_memory import LockTimeout
+
+    entered = gevent.event.Event()
+    leave = gevent.event.Event()
+
+    def holder() -> None:
+        with state.conversation_turn(10, lambda: 0):
+            entered.set()
+            leave.wait(5)
+
+    job = gevent.spawn(holder)
+    assert entered.wait(5)
+    with pytest.raises(LockTimeout):
+        with state.conversation_turn(10, lambda: 0, timeout=0.1):
+            pass
+    leave.set()
+    job.join(5)
+    assert _turn_seq(state, 10) == 2
+
+
+def test_claim_send_remembers_a_settled_send_and_releases_a_failed_one(state):
+    first = state.claim_send(1, "a", rate=100, burst=10)
+    assert first.outcome == "claimed" and first.token
+    assert state.claim_send(1, "a", rate=100, burst=10).outcome == "pending"
+    assert state.claim_send(2, "a", rate=100, burst=10).outcome == "claimed"  # per sender
+    state.settle_send(1, "a", first.token, '{"id": "1"}', 60)
+    assert state.claim_send(1, "a", rate=100, burst=10) == SendClaim("sent", '{"id": "1"}')
+    failed = state.claim_send(1, "b", rate=100, burst=10)
+    state.settle_send(1, "b", failed.token, None, 0)
+    assert state.claim_send(1, "b", rate=100, burst=10).outcome == "claimed"
+
+
+def test_claim_send_rate_limits_new_sends_but_not_retries(state):
+    done = state.claim_send(3, "x1", rate=0.001, burst=2)
+    state.settle_send(3, "x1", done.token, '{"id": "9"}', 60)
+    assert state.claim_send(3, "x2", rate=0.001, burst=2).outcome == "claimed"
+    assert state.claim_send(3, "x3", rate=0.001, burst=2).outcome == "limited"
+    assert state.claim_send(3, "x1", rate=0.001, burst=2).outcome == "sent"
+    assert state.claim_send(4, "x3", rate=0.001, burst=2).outcome == "claimed"  # per sender
+
+
+def test_a_lapsed_claim_can_be_taken_over_and_its_owner_settles_nothing(state):
+    stale = state.claim_send(5, "slow", rate=100, burst=10, hold=0.05)
+    gevent.sleep(0.15)
+    fresh = state.claim_send(5, "slow", rate=100, burst=10)
+    assert fresh.outcome == "claimed"
+    state.settle_send(5, "slow", stale.token, '{"id": "stale"}', 60)
+    assert state.claim_send(5, "slow", rate=100, burst=10).outcome == "pending"
+    state.settle_send(5, "slow", fresh.token, '{"id": "fresh"}', 60)
+    assert state.claim_send(5, "slow", rate=100, burst=10).value == '{"id": "fresh"}'
 
 
 def test_lock_excludes(state):
