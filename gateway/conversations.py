@@ -43,6 +43,16 @@ def require_member_fast(conversation_id: int, user_id: int) -> list[int]:
     return members
 
 
+def _started(conversation_id: int, members: list[int]) -> None:
+    """A conversation nobody knows of yet: prime its member cache and start its seq at
+    0, so its first message asks the database nothing. Before it is announced, no
+    other request can change either."""
+    state = services().state
+    unique = ",".join(map(str, dict.fromkeys(members)))
+    state.remember(_members_key(conversation_id), unique, _MEMBERS_TTL)
+    state.start_conversation(conversation_id)
+
+
 def _members_changed(conversation_id: int) -> None:
     services().state.forget(_members_key(conversation_id))
 
@@ -95,6 +105,7 @@ def open_direct(me: int, other_id: int) -> tuple[Conversation, bool]:
         if existing is None:
             raise
         return existing, False
+    _started(conversation.id, [me, other_id])
     _announce(EventType.CONVERSATION_CREATED, [me, other_id], view(conversation))
     return conversation, True
 
@@ -116,6 +127,7 @@ def create_group(me: int, title: str, members: list[int]) -> Conversation:
     db.session.add_all([Membership(conversation_id=conversation.id, user_id=u,
                                    role=Role.MEMBER.value) for u in others])
     db.session.commit()
+    _started(conversation.id, [me, *others])
     _announce(EventType.CONVERSATION_CREATED, [me, *others], view(conversation))
     return conversation
 

@@ -79,6 +79,10 @@ class TrackedHub(Hub):
             self._renewer = None
 
 
+# Messages whose recipients one registry look-up checks at most.
+_BATCH = 64
+
+
 class Notifier:
     """Takes new messages off the send path and hands offline members to a job runner."""
 
@@ -107,14 +111,23 @@ class Notifier:
 
     def _work(self) -> None:
         while True:
-            message, recipients = self._queue.get()
+            # Whatever queued up meanwhile is checked together: one registry look-up
+            # (one Redis round trip) for a burst instead of one per message.
+            jobs = [self._queue.get()]
+            while len(jobs) < _BATCH and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
             try:
-                live = self.registry.live(recipients)
-                offline = [u for u in recipients if u not in live]
-                if offline:
-                    self.run(message, offline)
-            except Exception:  # one failed job must not stop this greenlet
-                log.exception("notification job failed")
+                live = self.registry.live({u for _, recipients in jobs for u in recipients})
+            except Exception:  # the registry is away: these get no push, later ones may
+                log.exception("notification look-up failed for %d messages", len(jobs))
+                continue
+            for message, recipients in jobs:
+                try:
+                    offline = [u for u in recipients if u not in live]
+                    if offline:
+                        self.run(message, offline)
+                except Exception:  # one failed job must not stop this greenlet
+                    log.exception("notification job failed")
 
     def close(self) -> None:
         gevent.killall(self._workers, block=False)

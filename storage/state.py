@@ -58,6 +58,11 @@ class SharedState(abc.ABC):
         """
 
     @abc.abstractmethod
+    def start_conversation(self, conversation_id: int) -> None:
+        """A conversation just created has no messages: its seq counter starts at 0
+        without asking history. A counter that exists already is left alone."""
+
+    @abc.abstractmethod
     def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
                    hold: float = SEND_CLAIM_HOLD) -> SendClaim:
         """Atomically: the message sent under (sender, client_msg_id) if any; else, if

@@ -52,6 +52,9 @@ class MemoryState(SharedState):
                 self._last_ids[conversation_id] = (time.monotonic() + LAST_ID_TTL,
                                                    turn.new_last_id)
 
+    def start_conversation(self, conversation_id: int) -> None:
+        self._counters.setdefault(conversation_id, 0)
+
     def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
                    hold: float = SEND_CLAIM_HOLD) -> SendClaim:
         key = _send_key(sender_id, client_msg_id)

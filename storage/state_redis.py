@@ -235,6 +235,9 @@ class RedisState(SharedState):
         finally:
             _TURN_END(self.client, [lock, last_key], [token, recorded, LAST_ID_TTL])
 
+    def start_conversation(self, conversation_id: int) -> None:
+        self.client.set(self.keys.conversation(conversation_id)[1], 0, nx=True)
+
     def claim_send(self, sender_id: int, client_msg_id: str, *, rate: float, burst: int,
                    hold: float = SEND_CLAIM_HOLD) -> SendClaim:
         token = secrets.token_hex(8)

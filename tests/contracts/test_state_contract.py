@@ -26,6 +26,16 @@ def test_turn_seq_starts_from_floor_once(state):
     assert _turn_seq(state, 6) == 1  # conversations count apart
 
 
+def test_a_started_conversation_counts_from_one_without_asking_history(state):
+    def floor() -> int:
+        raise AssertionError("history asked for the floor of a new conversation")
+
+    state.start_conversation(12)
+    assert _turn_seq(state, 12, floor) == 1
+    state.start_conversation(12)  # an existing counter is kept
+    assert _turn_seq(state, 12, floor) == 2
+
+
 def test_turns_exclude_each_other_and_hand_out_every_seq_once(state):
     inside: list[int] = []
     overlaps: list[int] = []
