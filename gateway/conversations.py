@@ -198,18 +198,19 @@ def _keep_an_admin(conversation_id: int) -> None:
 
 def my_conversations(me: int) -> list[dict]:
     svc = services()
-    conversations = db.session.scalars(
-        select(Conversation).join(Membership, Membership.conversation_id == Conversation.id)
+    rows = db.session.execute(
+        select(Conversation, Membership.muted)
+        .join(Membership, Membership.conversation_id == Conversation.id)
         .where(Membership.user_id == me)).all()
     result = []
-    for conversation in conversations:
+    for conversation, muted in rows:
         last = svc.history.latest(conversation.id)
         mark = svc.history.watermarks(conversation.id, [me]).get(me)
         read_seq = mark.seq if mark else 0
         result.append({**view(conversation),
                        "last_message": last.to_json() if last else None,
                        "unread_count": max(0, (last.seq if last else 0) - read_seq),
-                       "read_seq": read_seq})
+                       "read_seq": read_seq, "muted": bool(muted)})
     result.sort(key=lambda c: (c["last_message"] or {}).get("created_at") or c["created_at"],
                 reverse=True)
     return result

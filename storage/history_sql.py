@@ -75,6 +75,11 @@ def _row_message(row: Any) -> Message:
                    text=row.text, created_at=row.created_at)
 
 
+def _inbox_rows(user_ids: Iterable[int], m: Message) -> list[dict[str, Any]]:
+    return [{"user_id": u, "message_id": m.id, "conversation_id": m.conversation_id,
+             "seq": m.seq} for u in sorted(set(user_ids))]
+
+
 class SqlHistoryStore(HistoryStore):
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.engine = engine or create_engine(url, **engine_options(url))
@@ -166,6 +171,25 @@ class SqlHistoryStore(HistoryStore):
             conn.execute(self._mark_stmt, self._mark_row(mark))
         return self.watermarks(mark.conversation_id, [mark.user_id])[mark.user_id]
 
+    def set_watermarks(self, marks: Sequence[Watermark]) -> None:
+        # One transaction for a persist drain's marks, not one (and a read) per mark;
+        # the furthest mark per member only, since one multi-row upsert may not touch a
+        # row twice.
+        furthest: dict[tuple[int, int], Watermark] = {}
+        for m in marks:
+            key = (m.conversation_id, m.user_id)
+            if key not in furthest or furthest[key].seq < m.seq:
+                furthest[key] = m
+        if furthest:
+            with self.engine.begin() as conn:
+                conn.execute(self._mark_stmt, [self._mark_row(m) for m in furthest.values()])
+
+    def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        rows = [row for users, m in entries for row in _inbox_rows(users, m)]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._inbox_stmt, rows)
+
     def store_sent(self, batch: Sequence[Message], member_ids: Sequence[int]) -> None:
         """Messages, their senders' read marks and the members' inboxes: one transaction.
 
@@ -180,8 +204,7 @@ class SqlHistoryStore(HistoryStore):
                 conn.execute(self._mark_stmt, self._mark_row(Watermark(
                     message.conversation_id, message.sender_id, message.seq, message.id,
                     message.created_at)))
-            rows = [{"user_id": u, "message_id": m.id, "conversation_id": m.conversation_id,
-                     "seq": m.seq} for m in batch for u in sorted(set(member_ids))]
+            rows = [row for m in batch for row in _inbox_rows(member_ids, m)]
             if rows:
                 conn.execute(self._inbox_stmt, rows)
 
@@ -196,9 +219,7 @@ class SqlHistoryStore(HistoryStore):
                                      r.updated_at) for r in rows}
 
     def inbox_append(self, user_ids: Iterable[int], message: Message) -> None:
-        rows = [{"user_id": u, "message_id": message.id,
-                 "conversation_id": message.conversation_id, "seq": message.seq}
-                for u in sorted(set(user_ids))]
+        rows = _inbox_rows(user_ids, message)
         if not rows:
             return
         with self.engine.begin() as conn:

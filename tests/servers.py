@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -32,6 +33,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_serving(url: str, proc: subprocess.Popen, timeout: float, name: str,
+                 describe: Callable[[], str]) -> bool:
+    """Poll ``url``'s /v1/health until it answers 200 (True) or ``timeout`` passes
+    (False); raise with ``describe()`` if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{describe()}")
+        try:
+            if requests.get(url + "/v1/health", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 class _Process:
@@ -81,16 +99,8 @@ class GatewayServer(_Process):
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=self.new_session)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited early:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/v1/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        if wait_serving(self.url, self.proc, timeout, "gateway", self.log_tail):
+            return self
         self.stop()
         raise RuntimeError(f"gateway did not start:\n{self.log_tail()}")
 

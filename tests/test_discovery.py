@@ -14,7 +14,7 @@ import requests
 
 from switchboard_client import Api, NodeDirectory, open_transport
 from tests.cluster import Deployment
-from tests.servers import ROOT, GatewayServer, free_port
+from tests.servers import ROOT, GatewayServer, free_port, wait_serving
 from tests.services import require_service
 
 DISCOVERY_TTL = 3.0  # tests/cluster.py
@@ -127,15 +127,8 @@ class DocumentedNginx:
         out = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen([self.binary, "-p", str(self.dir), "-c", str(self.conf),
                                       "-e", "stderr"], stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if requests.get(self.url + "/v1/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        if wait_serving(self.url, self.proc, 20, "nginx", self.log.read_text):
+            return self
         self.stop()
         raise RuntimeError(f"nginx did not start:\n{self.log.read_text()}")
 

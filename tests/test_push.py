@@ -154,6 +154,11 @@ def test_mute_is_validated_and_needs_membership(client) -> None:
                         headers=carol).status_code == 403
     answer = client.patch(f"/v1/conversations/{conv}", json={"muted": True}, headers=alice)
     assert answer.status_code == 200 and answer.get_json()["muted"] is True
+    # The setting is the member's own: listed for alice, not for bob.
+    mine = client.get("/v1/conversations", headers=alice).get_json()["conversations"]
+    theirs = client.get("/v1/conversations", headers=bob).get_json()["conversations"]
+    assert [c["muted"] for c in mine if c["id"] == conv] == [True]
+    assert [c["muted"] for c in theirs if c["id"] == conv] == [False]
 
 
 def test_vapid_key_is_generated_once_and_kept(tmp_path) -> None:

@@ -16,12 +16,9 @@ stopped by PID.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-import requests
-
-from tests.servers import free_port
+from tests.servers import free_port, wait_serving
 
 _CONF = """\
 daemon off;
@@ -83,16 +80,8 @@ class Nginx:
         self.proc = subprocess.Popen(
             [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", "stderr"],
             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited early:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/v1/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+        if wait_serving(self.url, self.proc, timeout, "nginx", self.log_tail):
+            return self
         self.stop()
         raise RuntimeError(f"nginx did not start:\n{self.log_tail()}")
 
