@@ -7,10 +7,12 @@ delivery state is owned by the app's Hub instance, never by module globals.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+import gevent
 from gevent.event import Event
 
 from gateway.metrics import CONNECTIONS
@@ -38,9 +40,19 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
+    """``watch_linger``: seconds a user's wake-ups stay routed here after their last
+    connection in this process ended. A long-poll client is between two requests most
+    of the time; without the linger every poll would subscribe and unsubscribe again
+    (two pub/sub commands per delivery with Redis), and a wake-up published before the
+    new subscription took effect would cost the poll its whole wait."""
+
+    def __init__(self, broker: Broker, watch_linger: float = 30.0) -> None:
         self.broker = broker
+        self.watch_linger = watch_linger
         self._subs: dict[int, set[Subscription]] = {}
+        # Users still watched with no connection here, in order of when they went idle.
+        self._idle: dict[int, float] = {}
+        self._sweeper: gevent.Greenlet | None = None
         self.closing: str | None = None  # set by close_all: streams opened later end at once
         broker.attach(self)
 
@@ -50,7 +62,8 @@ class Hub:
         subs = self._subs.get(user_id)
         if subs is None:
             subs = self._subs[user_id] = set()
-            self.broker.watch(user_id)
+            if self._idle.pop(user_id, None) is None:
+                self.broker.watch(user_id)
         subs.add(sub)
         if transport != "poll":  # a plain poll is a request, not a connection
             CONNECTIONS.labels(transport).inc()
@@ -64,7 +77,28 @@ class Hub:
                 CONNECTIONS.labels(sub.transport).dec()
             if not subs:
                 del self._subs[sub.user_id]
-                self.broker.unwatch(sub.user_id)
+                self._idle[sub.user_id] = time.monotonic()
+                if self._sweeper is None:
+                    self._sweeper = gevent.spawn(self._sweep_forever)
+
+    def _sweep_forever(self) -> None:
+        while True:
+            gevent.sleep(min(5.0, self.watch_linger / 2) or 0.1)
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> None:
+        """Stop watching users idle here for longer than ``watch_linger``."""
+        limit = (time.monotonic() if now is None else now) - self.watch_linger
+        for user_id, since in list(self._idle.items()):
+            if since > limit:
+                break  # insertion order is idle order
+            del self._idle[user_id]
+            self.broker.unwatch(user_id)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
+            self._sweeper = None
 
     def watched(self) -> list[int]:
         """Users with a live connection here (the Redis broker resubscribes these)."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,25 +35,53 @@ from storage.history import Message
 log = logging.getLogger(__name__)
 
 
-class TrackedHub(Hub):
-    """The Hub, also telling the ConnectionRegistry which users are connected here."""
+POLLING = ("poll", "longpoll")  # transports whose connections are single requests
 
-    def __init__(self, broker: Broker, registry: ConnectionRegistry) -> None:
+
+class TrackedHub(Hub):
+    """The Hub, also telling the ConnectionRegistry which users are connected here.
+
+    A stream (WebSocket, SSE) is one registry entry, opened and closed with it. Polls
+    are requests, hundreds a second, and a long-poll client is between two of them for
+    milliseconds: a user's polls in this process share one entry, opened by the first
+    poll and closed (in one batch with others) only after ``poll_gap`` seconds without
+    one. Polling then costs no registry round trip while it goes on, and a poller who
+    left still stops counting ``linger`` seconds (plus ``poll_gap``) after the last poll.
+    """
+
+    def __init__(self, broker: Broker, registry: ConnectionRegistry,
+                 poll_gap: float = 1.0) -> None:
         super().__init__(broker)
         self.registry = registry
+        self.poll_gap = poll_gap
         self._process = secrets.token_hex(6)  # unique per process: node and worker
         self._serial = itertools.count(1)
         self._ids: dict[Subscription, str] = {}
+        self._polling: Counter[int] = Counter()  # user -> polls in progress here
+        self._poll_entries: set[int] = set()  # users whose shared poll entry is open
+        self._poll_ended: dict[int, float] = {}  # user -> when their last poll here ended
         self._renewer: gevent.Greenlet | None = None
+
+    def _poll_entry(self, user_id: int) -> str:
+        return f"{self._process}:poll:{user_id}"
 
     def subscribe(self, user_id: int, session_id: str, transport: str) -> Subscription:
         sub = super().subscribe(user_id, session_id, transport)
-        connection_id = f"{self._process}:{next(self._serial)}"
+        polling = transport in POLLING
+        if polling:
+            connection_id = self._poll_entry(user_id)
+            self._polling[user_id] += 1
+            self._poll_ended.pop(user_id, None)
+        else:
+            connection_id = f"{self._process}:{next(self._serial)}"
         self._ids[sub] = connection_id
-        try:
-            self.registry.open(user_id, connection_id)
-        except (RedisError, OSError) as exc:  # costs at most a needless push
-            log.warning("could not register a connection: %s", exc)
+        if not polling or user_id not in self._poll_entries:
+            try:
+                self.registry.open(user_id, connection_id)
+                if polling:
+                    self._poll_entries.add(user_id)
+            except (RedisError, OSError) as exc:  # costs at most a needless push
+                log.warning("could not register a connection: %s", exc)
         if self._renewer is None:
             self._renewer = gevent.spawn(self._renew_forever)
         return sub
@@ -59,21 +89,52 @@ class TrackedHub(Hub):
     def unsubscribe(self, sub: Subscription) -> None:
         super().unsubscribe(sub)
         connection_id = self._ids.pop(sub, None)
-        if connection_id is not None:
-            try:
-                self.registry.close(sub.user_id, connection_id)
-            except (RedisError, OSError) as exc:  # the entry expires after the ttl
-                log.warning("could not release a connection: %s", exc)
+        if connection_id is None:
+            return
+        if sub.transport in POLLING:
+            self._polling[sub.user_id] -= 1
+            if self._polling[sub.user_id] <= 0:
+                del self._polling[sub.user_id]
+                self._poll_ended[sub.user_id] = time.monotonic()
+            return
+        try:
+            self.registry.close(sub.user_id, connection_id)
+        except (RedisError, OSError) as exc:  # the entry expires after the ttl
+            log.warning("could not release a connection: %s", exc)
 
     def _renew_forever(self) -> None:
+        renewed = time.monotonic()
         while True:
-            gevent.sleep(self.registry.ttl / 3)
+            gevent.sleep(min(self.poll_gap / 2, self.registry.ttl / 3))
+            self.close_idle_polls()
+            if time.monotonic() - renewed >= self.registry.ttl / 3:
+                renewed = time.monotonic()
+                self.renew()
+
+    def renew(self) -> None:
+        """Extend the entry of every connection open here, and of recent pollers."""
+        entries = dict.fromkeys([(s.user_id, c) for s, c in list(self._ids.items())]
+                                + [(u, self._poll_entry(u)) for u in self._poll_ended])
+        try:
+            self.registry.renew(list(entries))
+        except (RedisError, OSError) as exc:
+            log.warning("connection renewal failed: %s", exc)
+
+    def close_idle_polls(self, now: float | None = None) -> None:
+        """Close the entries of users whose last poll here ended ``poll_gap`` ago."""
+        limit = (time.monotonic() if now is None else now) - self.poll_gap
+        idle = [u for u, ended in self._poll_ended.items() if ended <= limit]
+        for user_id in idle:
+            del self._poll_ended[user_id]
+            self._poll_entries.discard(user_id)
+        if idle:
             try:
-                self.registry.renew([(s.user_id, c) for s, c in list(self._ids.items())])
-            except (RedisError, OSError) as exc:
-                log.warning("connection renewal failed: %s", exc)
+                self.registry.close_many([(u, self._poll_entry(u)) for u in idle])
+            except (RedisError, OSError) as exc:  # the entries expire after the ttl
+                log.warning("could not release poll connections: %s", exc)
 
     def stop(self) -> None:
+        super().stop()
         if self._renewer is not None:
             self._renewer.kill(block=False)
             self._renewer = None

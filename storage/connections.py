@@ -33,6 +33,11 @@ class ConnectionRegistry(abc.ABC):
     def close(self, user_id: int, connection_id: str) -> None:
         """The connection ended: it keeps counting for ``linger`` seconds."""
 
+    def close_many(self, connections: Iterable[tuple[int, str]]) -> None:
+        """``close`` for several (user, connection) entries."""
+        for user_id, connection_id in connections:
+            self.close(user_id, connection_id)
+
     @abc.abstractmethod
     def live(self, user_ids: Iterable[int]) -> set[int]:
         """The users among ``user_ids`` that count as connected now."""

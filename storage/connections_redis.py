@@ -64,6 +64,11 @@ class RedisConnections(ConnectionRegistry):
         # XX: a close racing a node's expiry must not resurrect a trimmed entry for ttl.
         _SET(self.client, [self.key(user_id)], self._args(connection_id, self.linger, True))
 
+    def close_many(self, connections: Iterable[tuple[int, str]]) -> None:
+        calls = [([self.key(u)], self._args(c, self.linger, True)) for u, c in connections]
+        if calls:
+            _SET.many(self.client, calls)
+
     def live(self, user_ids: Iterable[int]) -> set[int]:
         users = list(dict.fromkeys(user_ids))
         if not users:
