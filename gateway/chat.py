@@ -20,7 +20,7 @@ from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
 from storage.history_sql import SqlHistoryStore
-from storage.state import SendClaim
+from storage.state import SEND_CLAIM_HOLD, SEND_TURN_TIMEOUT, SendClaim
 from storage.state_memory import LockTimeout
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _same_conversation(existing: Message, conversation_id: int) -> Message:
 
 
 def _claim(svc: Services, sender_id: int, client_msg_id: str,
-           timeout: float = 10.0) -> SendClaim:
+           timeout: float = SEND_CLAIM_HOLD) -> SendClaim:
     """The remembered message of a retry, or this request's claim to send. Concurrent
     retries of one client_msg_id wait here for the first to settle."""
     deadline = time.monotonic() + timeout
@@ -94,8 +94,9 @@ def _create(svc: Services, sender_id: int, conversation_id: int, members: list[i
             client_msg_id: str, text: str, durable: list[Message]) -> tuple[Message, bool]:
     """The new message, stored and fanned out; appended to ``durable`` once it is."""
     # One writer per conversation at a time, so log order matches seq order.
-    with svc.state.conversation_turn(
-            conversation_id, lambda: svc.history.last_seq(conversation_id)) as turn:
+    with svc.state.conversation_turn(conversation_id,
+                                     lambda: svc.history.last_seq(conversation_id),
+                                     timeout=SEND_TURN_TIMEOUT) as turn:
         message = Message(id=svc.ids.next_id(turn.last_id),
                           conversation_id=conversation_id, seq=turn.seq,
                           sender_id=sender_id, client_msg_id=client_msg_id, text=text,

@@ -13,8 +13,11 @@ from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 # How long a send's claim on its client_msg_id holds before a retry may take it over:
-# past the longest a send can take (waiting up to 10 s for its conversation's turn).
-SEND_CLAIM_HOLD = 15.0
+# past the longest a send can take (it waits at most SEND_TURN_TIMEOUT for its
+# conversation's turn), and short, because a claim stranded by a Redis restart blocks
+# that one client_msg_id this long.
+SEND_CLAIM_HOLD = 5.0
+SEND_TURN_TIMEOUT = 3.0
 # How long a conversation's last message id is kept for the next turn: ids only need to
 # follow it while clocks could disagree; after a week of silence any clock is past it.
 LAST_ID_TTL = 7 * 24 * 3600
