@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -128,7 +129,24 @@ class WorkerProcess(_Process):
         log_dir = self.log_path.parent
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        # Its own process group: RQ runs the job scheduler as a child process, which a
+        # SIGKILL of the worker alone would leave running (the tests kill workers).
         self.proc = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        group = self.proc.pid  # the session leader's pid names the group
+        if self.proc.poll() is None:
+            os.killpg(group, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(group, signal.SIGKILL)
+                self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # whatever it left behind
+            os.killpg(group, signal.SIGKILL)
 
