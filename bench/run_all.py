@@ -108,6 +108,12 @@ def services(run_dir: Path) -> dict[str, str]:
     return env
 
 
+def stop_services(run_dir: Path) -> None:
+    cmd = ["bash", "scripts/services.sh", "--run-dir", str(run_dir / "svc"), "stop"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=False, timeout=120)
+
+
 def make_server(config: str, run_dir: Path, env: dict[str, str]) -> Server:
     redis_url = env["SWITCHBOARD_TEST_REDIS_URL"]
     redis_pid = int(env["REDIS_PID"])
@@ -143,19 +149,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
-    env = services(args.run_dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps({"type": "machine", "ts": round(time.time()),
-                             **procstat.machine(), "versions": procstat.versions(PY),
-                             "loadavg": procstat.loadavg(),
-                             "fd_limit": hard, "argv": sys.argv}) + "\n")
-    plan = full_plan(args.repeat) if args.profile == "full" else [
-        entry for phase in QUICK_PHASES for entry in phase]
-    plan = [e for e in plan if (not args.only or e[0] in args.only) and (
-        not args.scenario or e[1] in args.scenario)]
     server: Server | None = None
     try:
+        env = services(args.run_dir)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps({"type": "machine", "ts": round(time.time()),
+                                 **procstat.machine(), "versions": procstat.versions(PY),
+                                 "loadavg": procstat.loadavg(),
+                                 "fd_limit": hard, "argv": sys.argv}) + "\n")
+        plan = full_plan(args.repeat) if args.profile == "full" else [
+            entry for phase in QUICK_PHASES for entry in phase]
+        plan = [e for e in plan if (not args.only or e[0] in args.only) and (
+            not args.scenario or e[1] in args.scenario)]
         for config, scenario, transports, runs in plan:
             if server is None or server.name != config:
                 if server is not None:
@@ -172,6 +178,7 @@ def main() -> int:
     finally:
         if server is not None:
             server.stop()
+        stop_services(args.run_dir)
     print(f"results in {args.out}; tables: {PY} -m bench.report {args.out}", flush=True)
     return 0
 
