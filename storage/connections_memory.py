@@ -30,7 +30,10 @@ class MemoryConnections(ConnectionRegistry):
             self.open(user_id, connection_id)
 
     def close(self, user_id: int, connection_id: str) -> None:
-        self._set(user_id, connection_id, time.monotonic() + self.linger)
+        # Only a connection still counting lingers: a late close must not revive one
+        # that lapsed (its process stopped renewing) or was never opened.
+        if self._until.get(user_id, {}).get(connection_id, 0.0) > time.monotonic():
+            self._set(user_id, connection_id, time.monotonic() + self.linger)
 
     def live(self, user_ids: Iterable[int]) -> set[int]:
         now = time.monotonic()

@@ -19,9 +19,12 @@ from storage.redis_conn import RedisClient, Script
 USER_CONNECTIONS = "{prefix}:{{u:{user_id}}}:conns"
 
 # KEYS: the user's set. ARGV: member, expiry ms, now ms, key ttl ms, '1' to only update
-# a member that is still there.
+# a member that still counts (not one that lapsed and was not trimmed yet).
 _SET = Script("""
-if ARGV[5] == '1' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+if ARGV[5] == '1' then
+  local until = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not until or tonumber(until) <= tonumber(ARGV[3]) then return 0 end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local left = redis.call('PTTL', KEYS[1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from storage.broker_memory import MemoryBroker
+from storage.connections_memory import MemoryConnections
 from storage.history_sql import SqlHistoryStore
 from storage.presence_memory import MemoryPresence
 from storage.state_memory import MemoryState
@@ -18,6 +19,7 @@ from tests.services import require_service
 BROKERS = ["memory", "redis", "redis-cluster"]
 STATES = ["memory", "redis", "redis-cluster"]
 PRESENCES = ["memory", "redis", "redis-cluster"]
+REGISTRIES = ["memory", "redis", "redis-cluster"]
 HISTORIES = ["sqlite", "postgres", "cassandra"]
 
 
@@ -55,6 +57,17 @@ def state(request):  # type: ignore[no-untyped-def]
         s = redis_engines.make_state(url, request)
     yield s
     s.close()
+
+
+@pytest.fixture(params=REGISTRIES)
+def registry(request):  # type: ignore[no-untyped-def]
+    """ttl 1.0 s, linger 0.3 s: short enough to watch entries lapse."""
+    if request.param == "memory":
+        return MemoryConnections(ttl=1.0, linger=0.3)
+    url = require_service(request.param)
+    from tests.contracts import redis_engines
+
+    return redis_engines.make_connections(url, 1.0, 0.3, request)
 
 
 @pytest.fixture(params=PRESENCES)

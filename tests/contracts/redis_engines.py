@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from storage.broker_redis import RedisBroker
+from storage.connections_redis import RedisConnections
 from storage.presence_redis import RedisPresence
 from storage.redis_conn import RedisClient, connect, delete_prefix
 from storage.state_redis import RedisState
@@ -47,3 +48,9 @@ def make_state(url: str, request: pytest.FixtureRequest) -> RedisState:
 def make_presence(url: str, timeout: float, request: pytest.FixtureRequest) -> RedisPresence:
     client, prefix = client_for(url, request)
     return RedisPresence(client, prefix=prefix, timeout=timeout)
+
+
+def make_connections(url: str, ttl: float, linger: float,
+                     request: pytest.FixtureRequest) -> RedisConnections:
+    client, prefix = client_for(url, request)
+    return RedisConnections(client, prefix=prefix, ttl=ttl, linger=linger)
