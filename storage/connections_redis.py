@@ -22,8 +22,8 @@ USER_CONNECTIONS = "{prefix}:{{u:{user_id}}}:conns"
 # a member that still counts (not one that lapsed and was not trimmed yet).
 _SET = Script("""
 if ARGV[5] == '1' then
-  local until = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not until or tonumber(until) <= tonumber(ARGV[3]) then return 0 end
+  local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not expiry or tonumber(expiry) <= tonumber(ARGV[3]) then return 0 end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
