@@ -2,6 +2,11 @@
 
 Transports differ only in framing. The feed subscribes to the Hub *before* reading, so
 an event appended between the read and the wait still wakes it (no lost wake-up).
+
+Events the Hub hands over (appended while the connection was live) are delivered
+without reading the log when they continue the cursor exactly: same epoch, next
+offsets. Anything else - a gap because pub/sub dropped a message, a new epoch, a
+backlog overflow - falls back to a read, so the log stays the only authority.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any, NamedTuple
 
 from gateway.errors import UNAVAILABLE
 from gateway.services import Services
-from storage.events import EventType
+from storage.events import Cursor, EventType
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,14 @@ class Feed:
             if self._prefetched:
                 events, self._prefetched = self._prefetched, []
                 return Batch([*ephemeral, *events], self.cursor, None)
+            carried = self._take_carried(limit)
+            if carried:
+                self.cursor = carried[-1]["id"]
+                # Nothing newer is known: as after a read that reached the end.
+                self._caught_up = not self.sub.carried
+                return Batch([*ephemeral, *carried], self.cursor, None)
+            if carried is None:
+                skip_read = False  # what arrived does not follow the cursor: read
             if skip_read and not ephemeral and not self.sub.closed:
                 skip_read = False
                 if not self._wait(deadline):
@@ -91,6 +104,30 @@ class Feed:
                 return Batch([], self.cursor, self.sub.closed)
             if not self._wait(deadline):
                 return Batch([], self.cursor, None)
+
+    def _take_carried(self, limit: int) -> list[dict[str, Any]] | None:
+        """The handed-over events that continue the cursor (up to ``limit``); None when
+        they do not (a gap or another epoch), and the log must be read instead."""
+        carried = self.sub.carried
+        if not carried:
+            return []
+        epoch, offset = Cursor.parse(self.cursor)
+        taken: list[dict[str, Any]] = []
+        used = 0
+        for item_epoch, item_offset, event in carried:
+            if len(taken) >= limit:
+                break
+            if item_epoch == epoch and item_offset <= offset:
+                used += 1  # already delivered by a read
+                continue
+            if item_epoch != epoch or item_offset != offset + 1:
+                carried.clear()
+                return None
+            taken.append(event)
+            offset = item_offset
+            used += 1
+        del carried[:used]
+        return taken
 
     def _wait(self, deadline: float) -> bool:
         """Wait for a wake-up until ``deadline``, touching presence on the way; False

@@ -1,8 +1,10 @@
 """Hub: this process' live connections, woken by the broker.
 
-The Hub holds no events; it only knows which users have a live connection here and
-pokes them when their log grows, so each connection reads from its own cursor. All
-delivery state is owned by the app's Hub instance, never by module globals.
+The Hub holds no log; it knows which users have a live connection here and hands each
+of them what the broker says was appended to their log (the event with its offset),
+then wakes them. Each connection delivers those events itself when they follow its
+cursor, and reads the log otherwise (see gateway/feed.py). All delivery state is owned
+by the app's Hub instance, never by module globals.
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ import gevent
 from gevent.event import Event
 
 from gateway.metrics import CONNECTIONS
-from storage.broker import Broker
+from storage.broker import Appended, Broker
 from storage.events import EventType
 
 _EPHEMERAL_BACKLOG = 64  # per connection; typing/presence beyond this are dropped
+# Appended events held per connection until its feed takes them; beyond this the oldest
+# go, the feed sees a gap and reads the log instead (nothing is lost).
+_CARRIED_BACKLOG = 64
 
 
 class Subscription:
-    __slots__ = ("user_id", "session_id", "transport", "wake", "ephemeral", "closed")
+    __slots__ = ("user_id", "session_id", "transport", "wake", "ephemeral", "carried",
+                 "closed")
 
     def __init__(self, user_id: int, session_id: str, transport: str) -> None:
         self.user_id = user_id
@@ -31,6 +37,9 @@ class Subscription:
         self.transport = transport
         self.wake = Event()
         self.ephemeral: deque[dict[str, Any]] = deque(maxlen=_EPHEMERAL_BACKLOG)
+        # (epoch, offset, event) as the broker announced them, oldest first; a list,
+        # not a deque, because most connections hold none (an empty deque is 600 bytes)
+        self.carried: list[tuple[str, int, dict[str, Any]]] = []
         self.closed: str | None = None  # why the server is ending this connection
 
     def take_ephemeral(self) -> list[dict[str, Any]]:
@@ -109,6 +118,19 @@ class Hub:
 
     def counts_by_transport(self) -> Counter[str]:
         return Counter(s.transport for subs in self._subs.values() for s in subs)
+
+    def on_appended(self, events: Iterable[Appended]) -> None:
+        for item in events:
+            subs = self._subs.get(item.user_id)
+            if not subs:
+                continue
+            event = {"id": f"{item.epoch}:{item.offset}", **item.payload}
+            for sub in subs:
+                carried = sub.carried
+                if len(carried) >= _CARRIED_BACKLOG:
+                    del carried[0]
+                carried.append((item.epoch, item.offset, event))
+                sub.wake.set()
 
     def on_wake(self, user_ids: Iterable[int]) -> None:
         for user_id in user_ids:

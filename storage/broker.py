@@ -3,7 +3,9 @@
 Contract (tests/contracts/test_broker_contract.py runs it on every implementation):
 
 * ``append`` gives the event an offset in each user's log, strictly increasing per user
-  and assigned atomically, then wakes the listeners of those users in every process.
+  and assigned atomically, then hands it, with its offset, to the listeners of those
+  users in every process (``on_appended``), which may deliver it without a read. A
+  listener may miss some (pub/sub is at-most-once): ``read`` stays the authority.
 * ``read`` returns the events after a cursor, oldest first, at-least-once: a cursor
   inside the retained window replays everything after it. A cursor older than the
   window, or from another epoch, gets ``reset=True`` and the log's tip: never a gap.
@@ -24,10 +26,22 @@ class LogRead(NamedTuple):
     reset: bool  # the given cursor was too old or from another epoch
 
 
+class Appended(NamedTuple):
+    """An event just appended to one user's log: exactly what ``read`` returns at
+    ``offset`` of ``epoch`` (as ``{"id": "<epoch>:<offset>", **payload}``)."""
+    user_id: int
+    epoch: str
+    offset: int
+    payload: dict[str, Any]
+
+
 class Listener(Protocol):
     """What a gateway process registers to hear about its users (the Hub)."""
 
-    def on_wake(self, user_ids: Iterable[int]) -> None: ...
+    def on_appended(self, events: Iterable[Appended]) -> None: ...
+
+    def on_wake(self, user_ids: Iterable[int]) -> None:
+        """Anything may have been appended (e.g. after a pub/sub reconnect): read."""
 
     def on_ephemeral(self, user_ids: Iterable[int], payload: dict[str, Any]) -> None: ...
 

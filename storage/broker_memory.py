@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from storage.broker import Broker, LogRead
+from storage.broker import Appended, Broker, LogRead
 from storage.events import Cursor, InvalidCursor
 
 
@@ -40,6 +40,7 @@ class MemoryBroker(Broker):
     def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
         now = time.monotonic()
         cursors = {}
+        appended = []
         users = list(dict.fromkeys(user_ids))
         for user_id in users:
             log = self._logs.get(user_id)
@@ -50,8 +51,9 @@ class MemoryBroker(Broker):
             log.entries.append((offset, now, payload))
             self._trim(log, now)
             cursors[user_id] = str(Cursor(self.epoch, offset))
-        if self.listener is not None and users:
-            self.listener.on_wake(users)
+            appended.append(Appended(user_id, self.epoch, offset, payload))
+        if self.listener is not None and appended:
+            self.listener.on_appended(appended)
         return cursors
 
     def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:

@@ -13,9 +13,13 @@ script across users.
 * The epoch is a random token created with the log. When the log and its counter
   expire, the next append or read starts a new epoch, and every older cursor gets a
   reset instead of being matched against reused offsets.
-* Wake-ups are published inside the append script, after the entry is written. Each
-  message names its origin process, which skips its own echoes: it has already woken
-  its local listener directly (python-socketio's host_id trick).
+* The appended event itself is published inside the append script, after the entry is
+  written, with its epoch and offset: a process serving that user hands it straight to
+  its connections, which read the log only when what arrives does not follow their
+  cursor (a gap, a new epoch) - a read per receiver saved on every message, as
+  Centrifugo does with its publications. Each message names its origin process, which
+  skips its own echoes: it has already told its local listener directly
+  (python-socketio's host_id trick).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from storage.broker import Broker, Listener, LogRead
+from storage.broker import Appended, Broker, Listener, LogRead
 from storage.events import Cursor, InvalidCursor, encode
 from storage.redis_conn import RedisClient, Script, server_major_version
 from storage.redis_keys import KeySpace
@@ -34,7 +38,9 @@ from storage.redis_pubsub import Subscriber
 
 log = logging.getLogger(__name__)
 
-_WAKE = "w"  # doorbell message: "w<origin>"; an ephemeral event is "e<origin>|<json>"
+# Channel messages: an appended event is "a<origin>|<epoch>|<offset>|<json>", an
+# ephemeral one "e<origin>|<json>".
+_APPENDED = "a"
 _EPHEMERAL = "e"
 
 # Shared by both scripts: the user's epoch, starting a new life of the log when the
@@ -50,13 +56,13 @@ if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then
 end
 """
 
-# ARGV[3]: window size, ARGV[4]: event JSON, ARGV[5]: channel, ARGV[6]: wake message,
-# ARGV[7]: publish command (SPUBLISH on a sharded server, else PUBLISH).
+# ARGV[3]: window size, ARGV[4]: event JSON, ARGV[5]: channel, ARGV[6]: message prefix
+# ("a<origin>|"), ARGV[7]: publish command (SPUBLISH on a sharded server, else PUBLISH).
 _APPEND = Script(_ENSURE_EPOCH + """
 local offset = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'e', ARGV[4])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-redis.call(ARGV[7], ARGV[5], ARGV[6])
+redis.call(ARGV[7], ARGV[5], ARGV[6] .. epoch .. '|' .. offset .. '|' .. ARGV[4])
 return {epoch, offset}
 """)
 
@@ -141,8 +147,10 @@ class RedisBroker(Broker):
         origin, _, payload = body.partition("|")
         if origin == self.origin:
             return  # delivered locally when it was sent
-        if kind == _WAKE:
-            listener.on_wake([user_id])
+        if kind == _APPENDED:
+            epoch, _, rest = payload.partition("|")
+            offset, _, body = rest.partition("|")
+            listener.on_appended([Appended(user_id, epoch, int(offset), json.loads(body))])
         elif kind == _EPHEMERAL:
             listener.on_ephemeral([user_id], json.loads(payload))
 
@@ -158,16 +166,16 @@ class RedisBroker(Broker):
     def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
         users = list(dict.fromkeys(user_ids))
         body = encode(payload)
-        wake = _WAKE + self.origin
+        prefix = f"{_APPENDED}{self.origin}|"
         calls = [(self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
-                                      self.keys.channel(u), wake, self._publish))
+                                      self.keys.channel(u), prefix, self._publish))
                  for u in users]
         results = _APPEND.many(self.client, calls)
-        cursors = {u: str(Cursor(str(epoch), int(offset)))
-                   for u, (epoch, offset) in zip(users, results, strict=True)}
-        if self.listener is not None and users:
-            self.listener.on_wake(users)
-        return cursors
+        appended = [Appended(u, str(epoch), int(offset), payload)
+                    for u, (epoch, offset) in zip(users, results, strict=True)]
+        if self.listener is not None and appended:
+            self.listener.on_appended(appended)
+        return {a.user_id: str(Cursor(a.epoch, a.offset)) for a in appended}
 
     def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
         position = Cursor.parse(cursor) if cursor is not None else None

@@ -37,7 +37,13 @@ pytestmark = pytest.mark.redis
 class CountingListener:
     def __init__(self) -> None:
         self.wakes: Counter[int] = Counter()
+        self.appended: list[Any] = []
         self.ephemeral: list[tuple[int, dict[str, Any]]] = []
+
+    def on_appended(self, events) -> None:  # type: ignore[no-untyped-def]
+        events = list(events)
+        self.appended.extend(events)
+        self.wakes.update(e.user_id for e in events)
 
     def on_wake(self, user_ids) -> None:  # type: ignore[no-untyped-def]
         self.wakes.update(user_ids)
@@ -135,6 +141,10 @@ def test_wakes_and_ephemeral_cross_processes_and_skip_own_echo(brokers):
     gevent.sleep(0.3)  # time for any echo to come back
     # A woke its own listener directly and ignored the echo of its own publish.
     assert a_listener.wakes[8] == 1
+    # B got the event itself, exactly as its log holds it: no read needed there.
+    (handed,) = b_listener.appended
+    assert {"id": f"{handed.epoch}:{handed.offset}", **handed.payload} == \
+        node_b.read(7, f"{handed.epoch}:{handed.offset - 1}", 10).events[0]
     node_b.unwatch(7)
     node_a.append([7], ev(2))
     gevent.sleep(0.3)

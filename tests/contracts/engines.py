@@ -18,7 +18,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.woken: set[int] = set()
+        self.appended: list[Any] = []
         self.ephemeral: list[tuple[int, dict[str, Any]]] = []
+
+    def on_appended(self, events) -> None:  # type: ignore[no-untyped-def]
+        events = list(events)
+        self.appended.extend(events)
+        self.woken.update(e.user_id for e in events)
 
     def on_wake(self, user_ids) -> None:  # type: ignore[no-untyped-def]
         self.woken.update(user_ids)

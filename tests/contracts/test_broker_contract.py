@@ -100,3 +100,18 @@ def test_append_wakes_listener_and_ephemeral_reaches_it(broker):
     assert recorder.ephemeral == [(22, {"type": "typing", "data": {}})]
     # Ephemeral events are never written to the log.
     assert all(e["type"] != "typing" for e in broker.read(22, None, 100).events)
+
+
+def test_listener_gets_each_appended_event_exactly_as_read_returns_it(broker):
+    """What the Hub delivers without a read must be what a read would have returned."""
+    recorder = Recorder()
+    broker.attach(recorder)
+    before = {u: broker.tip(u) for u in (23, 24)}
+    cursors = broker.append([23, 24], ev(1))
+    broker.append([24], ev(2))
+    recorder.wait_for(lambda: len(recorder.appended) == 3)
+    for user in (23, 24):
+        handed = [{"id": f"{a.epoch}:{a.offset}", **a.payload}
+                  for a in recorder.appended if a.user_id == user]
+        assert handed == broker.read(user, before[user], 10).events
+    assert {a.user_id: f"{a.epoch}:{a.offset}" for a in recorder.appended[:2]} == cursors

@@ -1,0 +1,135 @@
+"""The Feed's delivery of events handed over by the Hub, without reading the log.
+
+Every case checks the one property that matters: a connection receives exactly the
+log's events after its cursor, in order, whether they came handed over or read.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from gateway.feed import Feed
+from gateway.hub import _CARRIED_BACKLOG, Hub
+from storage.broker import LogRead
+from storage.broker_memory import MemoryBroker
+
+
+class ReadCountingBroker(MemoryBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
+        self.reads += 1
+        return super().read(user_id, cursor, limit)
+
+
+def make_feed(broker: MemoryBroker, hub: Hub, user_id: int = 1,
+              cursor: str | None = None) -> Feed:
+    svc: Any = SimpleNamespace(
+        hub=hub, broker=broker, settings=SimpleNamespace(presence_heartbeat=30.0),
+        presence=SimpleNamespace(touch=lambda user_id: None))
+    return Feed(svc, user_id, "session", cursor, "sse")
+
+
+def ev(n: int) -> dict[str, Any]:
+    return {"type": "message.created", "data": {"n": n}}
+
+
+def numbers(events: list[dict[str, Any]]) -> list[int]:
+    return [e["data"]["n"] for e in events]
+
+
+def drain(feed: Feed, limit: int = 100) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while True:
+        batch = feed.next(0.05, limit)
+        if not batch.events:
+            return got
+        got.extend(batch.events)
+
+
+def test_handed_over_events_are_delivered_without_reading_the_log():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    reads_at_open = broker.reads
+    for n in range(1, 4):
+        broker.append([1, 2], ev(n))
+        batch = feed.next(1.0, 100)
+        assert numbers(batch.events) == [n]
+        assert batch.events == broker.read(1, f"{broker.epoch}:{n - 1}", 1).events
+        assert batch.cursor == batch.events[-1]["id"]
+    assert broker.reads - reads_at_open == 3  # only this test's own reads above
+    hub.stop()
+
+
+def test_a_gap_in_what_was_handed_over_falls_back_to_the_log():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    broker.append([1], ev(1))
+    broker.append([1], ev(2))
+    del feed.sub.carried[0]  # pub/sub dropped the first announcement
+    broker.append([1], ev(3))
+    before = broker.reads
+    assert numbers(drain(feed)) == [1, 2, 3]
+    assert broker.reads > before
+    hub.stop()
+
+
+def test_overflowing_the_backlog_loses_nothing():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    total = _CARRIED_BACKLOG + 10
+    for n in range(1, total + 1):
+        broker.append([1], ev(n))
+    assert len(feed.sub.carried) == _CARRIED_BACKLOG
+    assert numbers(drain(feed, limit=25)) == list(range(1, total + 1))
+    hub.stop()
+
+
+def test_events_the_opening_read_already_returned_are_not_repeated():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    start = broker.tip(1)
+    sub = hub.subscribe(1, "other", "sse")  # hands over to every connection of user 1
+    broker.append([1], ev(1))
+    hub.unsubscribe(sub)
+    # A connection resuming from ``start``: its opening read returns event 1; the Hub
+    # then hands over 1 (again) and 2, of which only 2 is new.
+    feed = make_feed(broker, hub, cursor=start)
+    feed.sub.carried.append((broker.epoch, 1, {"id": f"{broker.epoch}:1", **ev(1)}))
+    broker.append([1], ev(2))
+    assert numbers(drain(feed)) == [1, 2]
+    hub.stop()
+
+
+def test_limit_splits_handed_over_events_across_batches():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    for n in range(1, 6):
+        broker.append([1], ev(n))
+    reads = broker.reads
+    batches = [numbers(feed.next(0.05, 2).events) for _ in range(3)]
+    assert batches == [[1, 2], [3, 4], [5]]
+    assert broker.reads == reads
+    hub.stop()
+
+
+def test_an_event_from_another_epoch_makes_the_feed_read_and_reset():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    broker.append([1], ev(1))
+    assert numbers(feed.next(0.05, 10).events) == [1]
+    broker.epoch = "restarted"  # the log lost its history (a restart)
+    broker._logs.clear()
+    broker.append([1], ev(2))
+    batch = feed.next(0.05, 10)
+    assert [e["type"] for e in batch.events] == ["reset"]
+    assert batch.cursor.startswith("restarted:")
+    hub.stop()
