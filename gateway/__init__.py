@@ -59,7 +59,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     from gateway import api, discovery, errors
     from gateway.services import EXTENSION, build_services
     from storage import models  # noqa: F401 - registers the tables for create_all
-    from storage.db import db, engine_options
+    from storage.db import create_tables, db, engine_options
     from storage.engines import database_url
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -74,7 +74,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db.init_app(app)
     with app.app_context():
-        db.create_all()
+        create_tables(db.engine, db.metadata)
     svc = build_services(settings)
     app.extensions[EXTENSION] = svc
     errors.init_app(app)

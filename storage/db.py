@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -15,6 +15,22 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+_SCHEMA_LOCK = 0x5357_4244  # any constant: the advisory lock id for creating tables
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create the missing tables of ``metadata``.
+
+    On PostgreSQL under a transaction-scoped advisory lock: every gunicorn worker and RQ
+    worker does this at start, and two concurrent CREATE TABLEs of one table on an empty
+    database race in the catalog (the loser fails on pg_type's unique index, and its
+    worker does not boot).
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        metadata.create_all(conn)
 
 
 def engine_options(url: str) -> dict[str, Any]:

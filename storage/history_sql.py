@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from storage.db import engine_options
+from storage.db import create_tables, engine_options
 from storage.history import HistoryStore, InboxEntry, Message, Watermark
 
 metadata = MetaData()
@@ -83,7 +83,7 @@ def _inbox_rows(user_ids: Iterable[int], m: Message) -> list[dict[str, Any]]:
 class SqlHistoryStore(HistoryStore):
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.engine = engine or create_engine(url, **engine_options(url))
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         dialect = self.engine.dialect.name
         self._insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
         # Write statements are built once: building an upsert (its `excluded` proxies)
