@@ -10,7 +10,7 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import gevent
@@ -18,9 +18,9 @@ from flask import (
     Blueprint,
     Response,
     copy_current_request_context,
+    current_app,
     jsonify,
     request,
-    stream_with_context,
 )
 
 from gateway import chat, metrics
@@ -114,9 +114,9 @@ def poll():
     return jsonify(body)
 
 
-def _sse_frame(payload: dict[str, Any]) -> str:
+def _sse_frame(payload: dict[str, Any]) -> bytes:
     head = f"id: {payload['id']}\n" if "id" in payload else ""
-    return f"{head}data: {encode(payload)}\n\n"
+    return f"{head}data: {encode(payload)}\n\n".encode()
 
 
 @bp.get("/stream")
@@ -124,10 +124,15 @@ def stream():
     settings = services().settings
     cursor = request.headers.get("Last-Event-ID") or request.args.get("cursor") or None
     feed = _open_feed("sse", cursor)
+    app = current_app._get_current_object()
 
-    def frames() -> Iterator[str]:
-        try:
-            yield f"retry: {settings.sse_retry_ms}\n\n"
+    def frames() -> Generator[bytes, None, None]:
+        # The body runs after Flask has popped the request context: a parked stream
+        # holds no Request, session or URL adapter (and gunicorn iterates this
+        # generator directly, a shallower stack to save). An app context is still
+        # needed: a presence transition in feed.next looks up friends in the database.
+        with app.app_context():
+            yield f"retry: {settings.sse_retry_ms}\n\n".encode()
             yield _sse_frame({"id": feed.cursor, "type": "ready",
                               "data": {"cursor": feed.cursor, "user_id": feed.user_id}})
             while True:
@@ -136,19 +141,37 @@ def stream():
                     yield _sse_frame({"type": "close", "data": {"reason": batch.closed}})
                     return
                 if not batch.events:
-                    yield ": ping\n\n"
+                    yield b": ping\n\n"
                 metrics.observe_delivery("sse", batch.events)
                 for payload in batch.events:
                     if payload["type"] == "reset":
                         payload = {**payload, "id": batch.cursor}
                     yield _sse_frame(payload)
-        finally:
-            feed.close()
 
-    response = Response(stream_with_context(frames()), mimetype="text/event-stream")
+    # Bytes straight through: no per-chunk encoding generator nor closing wrapper.
+    response = Response(_FeedBody(frames(), feed), mimetype="text/event-stream",
+                        direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event through now
     return response
+
+
+class _FeedBody:
+    """A stream's body: gunicorn iterates ``frames`` itself; closing it (the client
+    left, or the stream ended) closes the feed, even if iteration never started."""
+
+    def __init__(self, frames: Generator[bytes, None, None], feed: Feed) -> None:
+        self._frames = frames
+        self._feed = feed
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        try:
+            self._frames.close()
+        finally:
+            self._feed.close()
 
 
 class _Hijacked(Response):
