@@ -1,16 +1,22 @@
 """A server WebSocket over the raw socket gunicorn's gevent worker hands to the app.
 
 The handshake is answered by hand (RFC 6455 section 4.2.2); framing is wsproto's. One
-greenlet reads (``receive``), any greenlet may send: sends are serialised by a lock.
+greenlet at a time reads (``receive``, or ``read_available`` + ``next_message`` when woken
+by ``when_readable``), any greenlet may send: sends are serialised by a lock.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
+import struct
+import termios
+from collections.abc import Callable
 from typing import Any
 
+from gevent import get_hub
 from gevent.lock import Semaphore
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
@@ -60,6 +66,7 @@ class ServerWebSocket:
         self._send_lock = Semaphore()
         self._pending: list[Any] = []
         self._text: list[str] = []
+        self._watcher: Any = None  # the event loop's read watcher, see when_readable
         self.closed = False
         key = environ["HTTP_SEC_WEBSOCKET_KEY"].encode()
         accept = base64.b64encode(hashlib.sha1(key + _GUID.encode()).digest()).decode()
@@ -102,6 +109,8 @@ class ServerWebSocket:
         except (WebSocketClosed, LocalProtocolError):
             pass
         self.closed = True
+        # Before the descriptor goes: the event loop must not watch a closed (or reused) fd.
+        self.stop_watching()
         try:
             self.sock.close()
         except OSError:
@@ -110,25 +119,68 @@ class ServerWebSocket:
     def receive(self) -> str:
         """The next text message; raises WebSocketClosed when the peer goes away."""
         while True:
-            while self._pending:
-                event = self._pending.pop(0)
-                message = self._handle(event)
-                if message is not None:
-                    return message
-            try:
-                data = self.sock.recv(65536)
-            except OSError as err:
-                self.closed = True
-                raise WebSocketClosed(str(err)) from err
-            if not data:
-                self.closed = True
-                raise WebSocketClosed("peer closed the connection")
-            try:
-                self.conn.receive_data(data)
-                self._pending.extend(self.conn.events())
-            except RemoteProtocolError as err:
-                self.close(CLOSE_POLICY, "protocol error")
-                raise WebSocketClosed(str(err)) from err
+            message = self.next_message()
+            if message is not None:
+                return message
+            self.read_available()
+
+    def next_message(self) -> str | None:
+        """The next complete text message among the bytes already read, else None.
+        Control frames found on the way are answered (ping) or end the connection."""
+        while self._pending:
+            event = self._pending.pop(0)
+            message = self._handle(event)
+            if message is not None:
+                return message
+        return None
+
+    def read_available(self) -> None:
+        """One read from the socket into the parser; waits only if nothing has arrived."""
+        try:
+            data = self.sock.recv(65536)
+        except OSError as err:
+            self.closed = True
+            raise WebSocketClosed(str(err)) from err
+        if not data:
+            self.closed = True
+            raise WebSocketClosed("peer closed the connection")
+        try:
+            self.conn.receive_data(data)
+            self._pending.extend(self.conn.events())
+        except RemoteProtocolError as err:
+            self.close(CLOSE_POLICY, "protocol error")
+            raise WebSocketClosed(str(err)) from err
+
+    def data_waiting(self) -> bool:
+        """Whether bytes have arrived that were not read yet (never blocks)."""
+        pending = getattr(self.sock, "pending", None)  # TLS: bytes decrypted, not read
+        if pending is not None and pending():
+            return True
+        try:
+            raw = fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return struct.unpack("i", raw)[0] > 0
+
+    def when_readable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, from the event loop, when the socket turns readable
+        (bytes, end of stream or an error). Lets a connection wait for its client without
+        a greenlet parked in ``recv``: ``callback`` must not block (spawn, set an event)."""
+        if self.closed:
+            return
+        if self._watcher is None:
+            self._watcher = get_hub().loop.io(self.sock.fileno(), 1)
+        self._watcher.start(self._fire, callback)
+
+    def _fire(self, callback: Callable[[], None]) -> None:
+        self._watcher.stop()
+        callback()
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
 
     def _handle(self, event: Any) -> str | None:
         if isinstance(event, TextMessage):

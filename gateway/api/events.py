@@ -16,8 +16,8 @@ from typing import Any
 import gevent
 from flask import (
     Blueprint,
+    Flask,
     Response,
-    copy_current_request_context,
     current_app,
     jsonify,
     request,
@@ -174,13 +174,6 @@ class _FeedBody:
             self._feed.close()
 
 
-class _Hijacked(Response):
-    """Tells gunicorn the connection was taken over: it must write no response."""
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        raise StopIteration()
-
-
 @bp.route("/ws", methods=["GET"], websocket=True)
 def websocket():
     problem = ws.handshake_error(request.environ)
@@ -188,14 +181,84 @@ def websocket():
         raise ApiError(400, "websocket_required", problem)
     settings = services().settings
     feed = _open_feed("ws", request.args.get("cursor") or None)
-    sock = ws.ServerWebSocket(request.environ, settings.max_body_bytes)
-    reader = gevent.spawn(_ws_reader, sock, feed, copy_current_request_context(_ws_handle))
     try:
-        _ws_writer(sock, feed)
-    finally:
-        reader.kill(block=False)
+        sock = ws.ServerWebSocket(request.environ, settings.max_body_bytes)
+    except BaseException:
         feed.close()
-    return _Hijacked()
+        raise
+    return _WebSocketSession(_WebSocketBody(current_app._get_current_object(), sock, feed))
+
+
+class _WebSocketSession(Response):
+    """The connection after the handshake: gunicorn must write no response.
+
+    Flask pops the request context once it has called the view's response, so the
+    session runs as the body (a parked connection holds no Request), and ends with
+    StopIteration, which tells gunicorn's gevent worker the socket was taken over.
+    """
+
+    def __init__(self, body: _WebSocketBody) -> None:
+        super().__init__()
+        self._body = body
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        # Nothing is written (gunicorn sends headers with the first body byte); the
+        # status is only what its access log shows for the connection.
+        start_response("101 Switching Protocols", [])
+        return self._body
+
+
+class _WebSocketBody:
+    def __init__(self, app: Flask, sock: ws.ServerWebSocket, feed: Feed) -> None:
+        self._app = app
+        self._sock = sock
+        self._feed = feed
+        self._burst: gevent.Greenlet | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        # The writer runs here, in the request's greenlet; the client's frames are read
+        # by a greenlet spawned when they arrive (_read_burst), none parked in between.
+        # An app context: a presence transition in feed.next looks up friends.
+        with self._app.app_context():
+            try:
+                self._sock.when_readable(self._readable)
+                _ws_writer(self._sock, self._feed)
+            finally:
+                self.close()
+        raise StopIteration()
+
+    def _readable(self) -> None:  # from the event loop: must not block
+        self._burst = gevent.spawn(self._read_burst)
+
+    def _read_burst(self) -> None:
+        sock, feed = self._sock, self._feed
+        try:
+            with self._app.app_context():
+                while True:
+                    sock.read_available()  # readable: returns without waiting
+                    while (text := sock.next_message()) is not None:
+                        if feed.sub.closed:  # revoked or draining: accept nothing more
+                            return
+                        reply = _ws_handle(feed.user_id, text)
+                        if reply is not None:
+                            sock.send_json(reply)
+                    if not sock.data_waiting():
+                        break
+        except ws.WebSocketClosed:
+            feed.sub.closed = feed.sub.closed or "client_closed"
+            feed.sub.wake.set()
+            return
+        self._burst = None
+        sock.when_readable(self._readable)
+
+    def close(self) -> None:
+        """Idempotent: stop reading, close the socket and the feed."""
+        self._sock.stop_watching()
+        if self._burst is not None:
+            self._burst.kill(block=False)
+            self._burst = None
+        self._sock.close(ws.CLOSE_GOING_AWAY)
+        self._feed.close()
 
 
 def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
@@ -227,20 +290,6 @@ def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
         pass
     finally:
         sock.close(ws.CLOSE_GOING_AWAY)
-
-
-def _ws_reader(sock: ws.ServerWebSocket, feed: Feed, handle: Any) -> None:
-    try:
-        while True:
-            text = sock.receive()
-            if feed.sub.closed:  # revoked or draining: accept nothing more
-                return
-            reply = handle(feed.user_id, text)
-            if reply is not None:
-                sock.send_json(reply)
-    except ws.WebSocketClosed:
-        feed.sub.closed = feed.sub.closed or "client_closed"
-        feed.sub.wake.set()
 
 
 def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
