@@ -103,15 +103,48 @@ def poll():
     limit = v.query_int("limit", default=100, minimum=1, maximum=settings.events_page_limit)
     feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None,
                       prefetch=limit)
+    if wait > 0:
+        return _LongPoll(current_app._get_current_object(), feed, wait, limit)
     try:
-        batch = feed.next(wait, limit)
+        return jsonify(_answer(feed, wait, limit))
     finally:
         feed.close()
+
+
+def _answer(feed: Feed, wait: float, limit: int) -> dict[str, Any]:
+    batch = feed.next(wait, limit)
     metrics.observe_delivery(feed.sub.transport, batch.events)
     body: dict[str, Any] = {"events": batch.events, "cursor": batch.cursor}
     if batch.closed:
         body["closed"] = batch.closed
-    return jsonify(body)
+    return body
+
+
+class _LongPoll(Response):
+    """A long-poll's answer, waited for once Flask has popped the request context: a
+    parked poll holds no Request, session or URL adapter. Status and headers are only
+    handed to the server with the body, so it is the same JSON answer as ``jsonify``."""
+
+    def __init__(self, app: Flask, feed: Feed, wait: float, limit: int) -> None:
+        super().__init__(mimetype=app.json.mimetype)
+        self._app = app
+        self._feed = feed
+        self._wait = wait
+        self._limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return _FeedBody(self._wait_then_answer(environ, start_response), self._feed)
+
+    def _wait_then_answer(self, environ: dict[str, Any],
+                          start_response: Any) -> Generator[bytes, None, None]:
+        # An app context: a presence transition in feed.next looks up friends.
+        with self._app.app_context():
+            try:
+                body = _answer(self._feed, self._wait, self._limit)
+            finally:
+                self._feed.close()
+            self.set_data(self._app.json.response(body).get_data())
+        yield from super().__call__(environ, start_response)
 
 
 def _sse_frame(payload: dict[str, Any]) -> bytes:
