@@ -100,7 +100,8 @@ def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[
                          ttl=settings.event_log_ttl,
                          health_check_interval=settings.redis_health_check_interval,
                          max_backoff=settings.redis_reconnect_max_backoff)
-    state = RedisState(client, prefix=prefix, worker_lease_ttl=settings.redis_worker_lease_ttl)
+    state = RedisState(client, prefix=prefix, worker_lease_ttl=settings.redis_worker_lease_ttl,
+                       near_cache_ttl=settings.near_cache_ttl)
     state.worker_id()  # lease the id now: a process that cannot must not start
     tracker = RedisPresence(client, prefix=prefix, timeout=settings.presence_timeout,
                             shards=settings.redis_presence_shards)

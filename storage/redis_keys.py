@@ -26,6 +26,7 @@ SEND_RECORD = "{prefix}:{{u:{user_id}}}:sent:{client_msg_id}"
 SEND_BUCKET = "{prefix}:{{u:{user_id}}}:send-rate"
 LOCK = "{prefix}:lock:{name}"
 VALUE = "{prefix}:kv:{key}"
+INVALIDATIONS = "{prefix}:{{kv}}:changed"  # channel: names each VALUE key that changed
 CLAIM = "{prefix}:once:{key}"
 BUCKET = "{prefix}:rate:{key}"
 WORKER_LEASE = "{prefix}:worker:{worker_id}"
@@ -72,6 +73,9 @@ class KeySpace:
 
     def value(self, key: str) -> str:
         return VALUE.format(prefix=self.prefix, key=key)
+
+    def invalidations(self) -> str:
+        return INVALIDATIONS.format(prefix=self.prefix)
 
     def claim(self, key: str) -> str:
         return CLAIM.format(prefix=self.prefix, key=key)

@@ -110,6 +110,15 @@ class Subscriber:
                     channel, b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE"):
                 self._leaving[channel] += 1
 
+    @property
+    def ready(self) -> bool:
+        """Connected, with every wanted channel's subscription sent."""
+        return self._ready
+
+    def is_pending(self, channel: str) -> bool:
+        """Whether the server has yet to confirm the subscription to ``channel``."""
+        return channel in self._pending
+
     def _send(self, channel: str, command: bytes) -> bool:
         link = self._links.get(self._route(channel))
         if link is None:

@@ -17,7 +17,8 @@ import gevent
 from redis.exceptions import RedisError
 
 from storage.ids import MAX_WORKER, IdGenerator
-from storage.redis_conn import RedisClient, Script
+from storage.near_cache import NearCache
+from storage.redis_conn import RedisClient, Script, server_major_version
 from storage.redis_keys import KeySpace
 from storage.state import LAST_ID_TTL, SEND_CLAIM_HOLD, SendClaim, SharedState, Turn
 from storage.state_memory import LockTimeout
@@ -201,11 +202,20 @@ class LeasedIdGenerator(IdGenerator):
 
 
 class RedisState(SharedState):
+    """``near_cache_ttl`` > 0 (gateway processes): remembered values are also kept in
+    this process for that long, and every change is announced to every process (see
+    storage/near_cache.py) - a recall then costs no round trip."""
+
     def __init__(self, client: RedisClient, *, prefix: str = "sb",
-                 worker_lease_ttl: float = 30.0) -> None:
+                 worker_lease_ttl: float = 30.0, near_cache_ttl: float = 0.0) -> None:
         self.client = client
         self.keys = KeySpace(prefix)
         self.lease = WorkerLease(client, self.keys, worker_lease_ttl)
+        self.near: NearCache | None = None
+        if near_cache_ttl > 0:
+            self.near = NearCache(client, self.keys.invalidations(),
+                                  sharded=server_major_version(client) >= 7,
+                                  ttl=near_cache_ttl)
 
     @contextmanager
     def conversation_turn(self, conversation_id: int, floor: Callable[[], int],
@@ -271,14 +281,41 @@ class RedisState(SharedState):
             _RELEASE(self.client, [key], [token])
 
     def remember(self, key: str, value: str, ttl: float) -> None:
-        self.client.set(self.keys.value(key), value, px=max(1, int(ttl * 1000)))
+        if self.near is None:
+            self.client.set(self.keys.value(key), value, px=max(1, int(ttl * 1000)))
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.value(key), value, px=max(1, int(ttl * 1000)))
+        self.near.invalidate(pipe, key)
+        pipe.execute()
+        self.near.put(key, value, self.near.generation)
 
     def recall(self, key: str) -> str | None:
+        near = self.near
+        if near is None:
+            value = self.client.get(self.keys.value(key))
+            return None if value is None else str(value)
+        if near.live:
+            copy = near.get(key)
+            if copy is not None:
+                return copy
+        else:
+            near.start()  # first use in this process (or retry after a failure)
+        generation = near.generation
         value = self.client.get(self.keys.value(key))
-        return None if value is None else str(value)
+        if value is None:
+            return None
+        near.put(key, str(value), generation)
+        return str(value)
 
     def forget(self, key: str) -> None:
-        self.client.delete(self.keys.value(key))
+        if self.near is None:
+            self.client.delete(self.keys.value(key))
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.value(key))
+        self.near.invalidate(pipe, key)
+        pipe.execute()
 
     def claim_once(self, key: str, ttl: float) -> bool:
         return bool(self.client.set(self.keys.claim(key), "1", nx=True,
@@ -294,3 +331,5 @@ class RedisState(SharedState):
 
     def close(self) -> None:
         self.lease.release()
+        if self.near is not None:
+            self.near.stop()

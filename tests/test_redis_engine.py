@@ -342,3 +342,61 @@ def test_worker_processes_started_together_never_share_an_id(redis_url, request)
         for proc in procs:
             proc.communicate(timeout=30)
     assert len(ids) == 80 and len(set(ids)) == 80
+
+
+@pytest.fixture
+def states(redis_url, request) -> Callable[..., RedisState]:  # type: ignore[no-untyped-def]
+    """Near-cached states sharing one prefix, as gateway processes would."""
+    client, prefix = client_for(redis_url, request)
+    made: list[RedisState] = []
+
+    def make(ttl: float = 10.0) -> RedisState:
+        state = RedisState(client, prefix=prefix, near_cache_ttl=ttl)
+        made.append(state)
+        return state
+
+    yield make
+    for state in made:
+        state.close()
+
+
+def test_near_cache_serves_copies_and_every_change_reaches_every_process(states):
+    a, b = states(), states()
+    a.remember("members:1", "1,2", 60)
+    assert b.recall("members:1") == "1,2"  # read once from Redis, then kept
+    assert b.near is not None and b.near.get("members:1") == "1,2"
+    a.forget("members:1")
+    wait_until(lambda: b.recall("members:1") is None, timeout=2.0)
+    a.remember("session:x", "5:99", 60)
+    assert b.recall("session:x") == "5:99"
+    a.remember("session:x", "revoked", 60)  # a logout elsewhere
+    wait_until(lambda: b.recall("session:x") == "revoked", timeout=2.0)
+
+
+def test_near_cache_does_not_keep_a_read_that_raced_a_change(states):
+    a, b = states(), states()
+    a.remember("k", "old", 60)
+    assert b.near is not None
+    b.recall("k")  # starts b's subscription
+    b.near.clear()
+    generation = b.near.generation
+    a.forget("k")  # announced while b's read of "old" was in flight
+    wait_until(lambda: b.near is not None and b.near.generation != generation, timeout=2.0)
+    b.near.put("k", "old", generation)
+    assert b.recall("k") is None
+
+
+def test_near_cache_copies_expire_and_are_dropped_while_pub_sub_is_down(states, redis_url):
+    a, b = states(ttl=0.3), states(ttl=60.0)
+    a.remember("k", "v", 60)
+    assert a.recall("k") == "v" and b.recall("k") == "v"
+    assert a.near is not None and b.near is not None
+    time.sleep(0.4)
+    assert a.near.get("k") is None  # expired: the next recall reads Redis again
+    assert a.recall("k") == "v"
+    # b's subscription dies: its copies are no longer trusted, and after the recovery
+    # a change made meanwhile is seen.
+    name = f"near-cache:{b.near.origin}"
+    assert kill_subscribers(redis_url, name) >= 1
+    a.client.set(a.keys.value("k"), "changed")  # a change whose announcement b missed
+    wait_until(lambda: b.recall("k") == "changed", timeout=5.0)  # well inside b's ttl

@@ -17,7 +17,8 @@ from storage.state_memory import MemoryState
 from tests.services import require_service
 
 BROKERS = ["memory", "redis", "redis-cluster"]
-STATES = ["memory", "redis", "redis-cluster"]
+# "+near": with the per-process near cache gateway processes use (storage/near_cache.py)
+STATES = ["memory", "redis", "redis-cluster", "redis+near", "redis-cluster+near"]
 PRESENCES = ["memory", "redis", "redis-cluster"]
 REGISTRIES = ["memory", "redis", "redis-cluster"]
 HISTORIES = ["sqlite", "postgres", "cassandra"]
@@ -51,10 +52,11 @@ def state(request):  # type: ignore[no-untyped-def]
     if request.param == "memory":
         s = MemoryState()
     else:
-        url = require_service(request.param)
+        kind, _, variant = request.param.partition("+")
+        url = require_service(kind)
         from tests.contracts import redis_engines
 
-        s = redis_engines.make_state(url, request)
+        s = redis_engines.make_state(url, request, near=variant == "near")
     yield s
     s.close()
 

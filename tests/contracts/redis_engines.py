@@ -40,9 +40,10 @@ def make_broker(url: str, size: int, request: pytest.FixtureRequest) -> RedisBro
                        health_check_interval=TEST_HEALTH_CHECK, max_backoff=0.5)
 
 
-def make_state(url: str, request: pytest.FixtureRequest) -> RedisState:
+def make_state(url: str, request: pytest.FixtureRequest, near: bool = False) -> RedisState:
     client, prefix = client_for(url, request)
-    return RedisState(client, prefix=prefix, worker_lease_ttl=5.0)
+    return RedisState(client, prefix=prefix, worker_lease_ttl=5.0,
+                      near_cache_ttl=10.0 if near else 0.0)
 
 
 def make_presence(url: str, timeout: float, request: pytest.FixtureRequest) -> RedisPresence:
