@@ -82,7 +82,7 @@ class ConnectionTracker:
             except BaseException:  # StopIteration for a hijacked WebSocket, and errors
                 self._done(sock)
                 raise
-            return _ClosingBody(body, lambda: self._done(sock))
+            return _ClosingBody(body, self, sock)
         return tracked
 
     def _done(self, sock: Any) -> None:
@@ -114,9 +114,13 @@ class ConnectionTracker:
 class _ClosingBody:
     """The response body, telling the tracker when the server is done with it."""
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+    # One per open stream for as long as it lasts: slots, and no closure.
+    __slots__ = ("_body", "_tracker", "_sock", "_closed")
+
+    def __init__(self, body: Iterable[bytes], tracker: ConnectionTracker, sock: Any) -> None:
         self._body = body
-        self._on_close = on_close
+        self._tracker = tracker
+        self._sock = sock
         self._closed = False
 
     def __iter__(self) -> Any:
@@ -130,7 +134,7 @@ class _ClosingBody:
         finally:
             if not self._closed:
                 self._closed = True
-                self._on_close()
+                self._tracker._done(self._sock)
 
 
 def _bytes_waiting(sock: Any) -> bool:
