@@ -7,23 +7,21 @@ two give the same result, including for retries.
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import gevent
 from sqlalchemy.exc import IntegrityError
 
 from gateway.conversations import member_ids, require_member_fast
-from gateway.errors import UNAVAILABLE, conflict, not_found, too_many
+from gateway.errors import conflict, not_found, too_many
 from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
 from storage.history_sql import SqlHistoryStore
-from storage.state import SEND_CLAIM_HOLD, SEND_TURN_TIMEOUT, SendClaim
+from storage.state import SEND_CLAIM_HOLD, SEND_TURN_TIMEOUT, Sending
 from storage.state_memory import LockTimeout
 
-log = logging.getLogger(__name__)
 
 def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
                  text: str) -> tuple[Message, bool]:
@@ -33,28 +31,32 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
     """
     svc = services()
     members = require_member_fast(conversation_id, sender_id)
-    claim = _claim(svc, sender_id, client_msg_id)
-    if claim.outcome == "sent":
-        return _same_conversation(Message.from_json(json.loads(claim.value or "")),
-                                  conversation_id), False
-    assert claim.token is not None
-    ttl = svc.settings.client_msg_id_ttl
-    durable: list[Message] = []
-    try:
-        message, created = _create(svc, sender_id, conversation_id, members,
-                                   client_msg_id, text, durable)
-    except BaseException:
-        # A durable message stays the answer to retries, even if its fan-out failed
-        # part-way; a message that never became durable was not sent, so a retry may
-        # send it again.
-        try:
-            svc.state.settle_send(sender_id, client_msg_id, claim.token,
-                                  json.dumps(durable[0].to_json()) if durable else None, ttl)
-        except UNAVAILABLE as exc:  # the claim lapses by itself after its hold
-            log.warning("could not settle send %s: %s", client_msg_id, exc)
-        raise
-    svc.state.settle_send(sender_id, client_msg_id, claim.token,
-                          json.dumps(message.to_json()), ttl)
+    settings = svc.settings
+    # Concurrent retries of one client_msg_id wait here for the first to settle.
+    deadline = time.monotonic() + SEND_CLAIM_HOLD
+    wait = 0.005
+    while True:
+        with svc.state.sending(sender_id, client_msg_id, conversation_id,
+                               floor=lambda: svc.history.last_seq(conversation_id),
+                               rate=settings.send_rate_per_second,
+                               burst=settings.send_rate_burst,
+                               ttl=settings.client_msg_id_ttl,
+                               timeout=SEND_TURN_TIMEOUT) as sending:
+            outcome, remembered = sending.claim.outcome, sending.claim.value
+            if outcome == "claimed":
+                message, created = _create(svc, sending, sender_id, conversation_id,
+                                           members, client_msg_id, text)
+        if outcome == "claimed":
+            break
+        if outcome == "limited":
+            raise too_many("sending too fast; retry with the same client_msg_id")
+        if outcome == "sent":
+            return _same_conversation(Message.from_json(json.loads(remembered or "")),
+                                      conversation_id), False
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"send {client_msg_id}")
+        gevent.sleep(wait)
+        wait = min(wait * 2, 0.1)
     if not created:
         return _same_conversation(message, conversation_id), False
     MESSAGES_SENT.inc()
@@ -70,54 +72,36 @@ def _same_conversation(existing: Message, conversation_id: int) -> Message:
     return existing
 
 
-def _claim(svc: Services, sender_id: int, client_msg_id: str,
-           timeout: float = SEND_CLAIM_HOLD) -> SendClaim:
-    """The remembered message of a retry, or this request's claim to send. Concurrent
-    retries of one client_msg_id wait here for the first to settle."""
-    deadline = time.monotonic() + timeout
-    wait = 0.005
-    while True:
-        claim = svc.state.claim_send(sender_id, client_msg_id,
-                                     rate=svc.settings.send_rate_per_second,
-                                     burst=svc.settings.send_rate_burst)
-        if claim.outcome == "limited":
-            raise too_many("sending too fast; retry with the same client_msg_id")
-        if claim.outcome != "pending":
-            return claim
-        if time.monotonic() >= deadline:
-            raise LockTimeout(f"send {client_msg_id}")
-        gevent.sleep(wait)
-        wait = min(wait * 2, 0.1)
-
-
-def _create(svc: Services, sender_id: int, conversation_id: int, members: list[int],
-            client_msg_id: str, text: str, durable: list[Message]) -> tuple[Message, bool]:
-    """The new message, stored and fanned out; appended to ``durable`` once it is."""
-    # One writer per conversation at a time, so log order matches seq order.
-    with svc.state.conversation_turn(conversation_id,
-                                     lambda: svc.history.last_seq(conversation_id),
-                                     timeout=SEND_TURN_TIMEOUT) as turn:
-        message = Message(id=svc.ids.next_id(turn.last_id),
-                          conversation_id=conversation_id, seq=turn.seq,
-                          sender_id=sender_id, client_msg_id=client_msg_id, text=text,
-                          created_at=int(time.time() * 1000))
-        # The durability point: nothing is acknowledged before it. Persisting also moves
-        # the sender's read mark to this message (writing means having read).
-        try:
-            svc.jobs.persist(message, members)
-        except IntegrityError:
-            # Only the embedded engine gets here: its idempotency records died with the
-            # last process, and SQLite's unique (sender, client_msg_id) caught a retry
-            # of a message sent before the restart. Answer with that message.
-            if not isinstance(svc.history, SqlHistoryStore):
-                raise
-            original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
-            if original is None:
-                raise
-            return original, False
-        durable.append(message)
-        turn.new_last_id = message.id
-        svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
+def _create(svc: Services, sending: Sending, sender_id: int, conversation_id: int,
+            members: list[int], client_msg_id: str, text: str) -> tuple[Message, bool]:
+    """The new message, stored and fanned out in this send's turn (one writer per
+    conversation at a time, so log order matches seq order)."""
+    turn = sending.turn
+    assert turn is not None
+    message = Message(id=svc.ids.next_id(turn.last_id), conversation_id=conversation_id,
+                      seq=turn.seq, sender_id=sender_id, client_msg_id=client_msg_id,
+                      text=text, created_at=int(time.time() * 1000))
+    # The durability point: nothing is acknowledged before it. Persisting also moves
+    # the sender's read mark to this message (writing means having read).
+    try:
+        svc.jobs.persist(message, members)
+    except IntegrityError:
+        # Only the embedded engine gets here: its idempotency records died with the
+        # last process, and SQLite's unique (sender, client_msg_id) caught a retry of a
+        # message sent before the restart. Answer with that message.
+        if not isinstance(svc.history, SqlHistoryStore):
+            raise
+        original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
+        if original is None:
+            raise
+        sending.message = json.dumps(original.to_json())
+        return original, False
+    # Durable: from here on it is the answer to retries, even if the fan-out fails
+    # part-way; a message that never became durable was not sent, so a retry may send
+    # it again.
+    sending.message = json.dumps(message.to_json())
+    turn.new_last_id = message.id
+    svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
     return message, True
 
 

@@ -10,7 +10,7 @@ by the app's Hub instance, never by module globals.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,15 +36,16 @@ class Subscription:
         self.session_id = session_id
         self.transport = transport
         self.wake = Event()
-        self.ephemeral: deque[dict[str, Any]] = deque(maxlen=_EPHEMERAL_BACKLOG)
-        # (epoch, offset, event) as the broker announced them, oldest first; a list,
-        # not a deque, because most connections hold none (an empty deque is 600 bytes)
+        # Lists, not deques: most connections hold none (an empty deque is 600 bytes).
+        self.ephemeral: list[dict[str, Any]] = []
+        # (epoch, offset, event) as the broker announced them, oldest first
         self.carried: list[tuple[str, int, dict[str, Any]]] = []
         self.closed: str | None = None  # why the server is ending this connection
 
     def take_ephemeral(self) -> list[dict[str, Any]]:
-        items = list(self.ephemeral)
-        self.ephemeral.clear()
+        if not self.ephemeral:
+            return []
+        items, self.ephemeral = self.ephemeral, []
         return items
 
 
@@ -146,6 +147,8 @@ class Hub:
                         sub.closed = "session_revoked"
                         sub.wake.set()
                     continue
+                if len(sub.ephemeral) >= _EPHEMERAL_BACKLOG:
+                    del sub.ephemeral[0]
                 sub.ephemeral.append(payload)
                 sub.wake.set()
 

@@ -100,28 +100,38 @@ class Script:
 
     def many(self, client: RedisClient,
              calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run the script once per (keys, args) in one pipeline; results in order.
+        """Run the script once per (keys, args) in one pipeline; results in order."""
+        return run_scripts(client, [(self, keys, args) for keys, args in calls])
 
-        Raises the first error other than NOSCRIPT; calls that met NOSCRIPT did not run,
-        so they are simply run again after loading the script.
-        """
-        if not calls:
-            return []
-        results = self._pipeline(client, calls)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:
-            client.script_load(self.source)
-            for index, result in zip(missing, self._pipeline(client, [calls[i] for i in missing]),
-                                     strict=True):
-                results[index] = result
+
+def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+                raise_on_error: bool = True) -> list[Any]:
+    """Run (script, keys, args) calls in one pipeline, in order; results in order.
+
+    Calls that met NOSCRIPT did not run, so they are run again after loading their
+    scripts. Raises the first other error, or with ``raise_on_error=False`` returns it
+    in its place.
+    """
+    if not calls:
+        return []
+    results = _pipeline(client, calls)
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
+            client.script_load(script.source)
+        for index, result in zip(missing, _pipeline(client, [calls[i] for i in missing]),
+                                 strict=True):
+            results[index] = result
+    if raise_on_error:
         for result in results:
             if isinstance(result, Exception):
                 raise result
-        return results
+    return results
 
-    def _pipeline(self, client: RedisClient,
-                  calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+
+def _pipeline(client: RedisClient,
+              calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    return list(pipe.execute(raise_on_error=False))

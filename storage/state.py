@@ -8,9 +8,12 @@ serves every worker of every node.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
+
+log = logging.getLogger(__name__)
 
 # How long a send's claim on its client_msg_id holds before a retry may take it over:
 # past the longest a send can take (it waits at most SEND_TURN_TIMEOUT for its
@@ -47,7 +50,53 @@ class SendClaim(NamedTuple):
     token: str | None = None
 
 
+class Sending:
+    """One send's claim and, when the claim is this request's, its conversation turn
+    (SharedState.sending). Set ``message`` once the message is durable: leaving then
+    remembers it for retries; left None, the claim is released."""
+
+    __slots__ = ("claim", "turn", "message")
+
+    def __init__(self, claim: SendClaim, turn: Turn | None = None) -> None:
+        self.claim = claim
+        self.turn = turn
+        self.message: str | None = None
+
+
 class SharedState(abc.ABC):
+    @contextmanager
+    def sending(self, sender_id: int, client_msg_id: str, conversation_id: int, *,
+                floor: Callable[[], int], rate: float, burst: int, ttl: float,
+                hold: float = SEND_CLAIM_HOLD,
+                timeout: float = SEND_TURN_TIMEOUT) -> Iterator[Sending]:
+        """``claim_send``; when claimed, the conversation's turn too. Leaving ends the
+        turn (recording ``turn.new_last_id`` unless the block raised) and settles the
+        claim with ``message``. The result is that of the three calls in order;
+        implementations may merge their round trips (Redis does)."""
+        claim = self.claim_send(sender_id, client_msg_id, rate=rate, burst=burst, hold=hold)
+        sending = Sending(claim)
+        if claim.outcome != "claimed":
+            yield sending
+            return
+        assert claim.token is not None
+        try:
+            with self.conversation_turn(conversation_id, floor, timeout) as turn:
+                sending.turn = turn
+                yield sending
+        except BaseException:
+            self._settle_quietly(sender_id, client_msg_id, claim.token, sending.message, ttl)
+            raise
+        self.settle_send(sender_id, client_msg_id, claim.token, sending.message, ttl)
+
+    def _settle_quietly(self, sender_id: int, client_msg_id: str, token: str,
+                        message: str | None, ttl: float) -> None:
+        """Settle while another error propagates: a claim not settled lapses after its
+        hold anyway, and the original error is the one to report."""
+        try:
+            self.settle_send(sender_id, client_msg_id, token, message, ttl)
+        except Exception as exc:  # noqa: BLE001 - any backend's outage
+            log.warning("could not settle send %s: %s", client_msg_id, exc)
+
     @abc.abstractmethod
     def conversation_turn(self, conversation_id: int, floor: Callable[[], int],
                           timeout: float = 10.0) -> AbstractContextManager[Turn]:

@@ -18,9 +18,17 @@ from redis.exceptions import RedisError
 
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
-from storage.redis_conn import RedisClient, Script, server_major_version
+from storage.redis_conn import RedisClient, Script, run_scripts, server_major_version
 from storage.redis_keys import KeySpace
-from storage.state import LAST_ID_TTL, SEND_CLAIM_HOLD, SendClaim, SharedState, Turn
+from storage.state import (
+    LAST_ID_TTL,
+    SEND_CLAIM_HOLD,
+    SEND_TURN_TIMEOUT,
+    SendClaim,
+    Sending,
+    SharedState,
+    Turn,
+)
 from storage.state_memory import LockTimeout
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,14 @@ return redis.call('INCR', KEYS[1])
 _TURN_END = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+return redis.call('DEL', KEYS[1])
+""")
+# KEYS: turn lock, seq counter. ARGV: token, 1 if the turn incremented the counter.
+# A turn handed back unused (its send turned out a retry): its seq is given back too,
+# which is safe while the lock is still ours - nobody else can have counted since.
+_TURN_UNDO = Script("""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' then redis.call('DECR', KEYS[2]) end
 return redis.call('DEL', KEYS[1])
 """)
 _RELEASE = Script("""
@@ -244,6 +260,80 @@ class RedisState(SharedState):
                 recorded = str(turn.new_last_id)
         finally:
             _TURN_END(self.client, [lock, last_key], [token, recorded, LAST_ID_TTL])
+
+    @contextmanager
+    def sending(self, sender_id: int, client_msg_id: str, conversation_id: int, *,
+                floor: Callable[[], int], rate: float, burst: int, ttl: float,
+                hold: float = SEND_CLAIM_HOLD,
+                timeout: float = SEND_TURN_TIMEOUT) -> Iterator[Sending]:
+        # Two round trips for a send in the usual case instead of four: the claim and
+        # the turn are asked for together (a turn taken for a claim that turns out
+        # "sent", "pending" or "limited" is handed back at once, a rare path), and the
+        # turn's end and the claim's settling go together. They live on different
+        # shards of a cluster (sender's and conversation's tags): one pipeline each way.
+        record = self.keys.sends(sender_id, client_msg_id)
+        lock, seq_key, last_key = self.keys.conversation(conversation_id)
+        claim_token = secrets.token_hex(8)
+        turn_token = secrets.token_hex(16)
+        got_claim, got = run_scripts(self.client, [
+            (_CLAIM_SEND, record, [rate, burst, _PENDING + claim_token,
+                                   max(1, int(hold * 1000)), _PENDING]),
+            (_TURN_BEGIN, [lock, seq_key, last_key], [turn_token, _LOCK_TTL_MS])],
+            raise_on_error=False)
+        if isinstance(got_claim, Exception) or isinstance(got, Exception):
+            # Hand back whichever half was granted (best effort: both lapse anyway).
+            undo = []
+            if not isinstance(got, Exception) and int(got[0]):
+                undo.append((_TURN_UNDO, [lock, seq_key], [turn_token, int(int(got[0]) == 1)]))
+            if not isinstance(got_claim, Exception) and str(got_claim[0]) == "claimed":
+                undo.append((_SETTLE_SEND, record[:1], [_PENDING + claim_token, "", 1]))
+            run_scripts(self.client, undo, raise_on_error=False)
+            raise got_claim if isinstance(got_claim, Exception) else got
+        outcome = str(got_claim[0])
+        if outcome != "claimed":
+            if int(got[0]):
+                _TURN_UNDO(self.client, [lock, seq_key], [turn_token, int(int(got[0]) == 1)])
+            yield Sending(SendClaim(outcome, str(got_claim[1]) if outcome == "sent" else None))
+            return
+        sending = Sending(SendClaim("claimed", token=claim_token))
+        ttl_ms = max(1, int(ttl * 1000))
+        recorded = ""
+        try:
+            if not int(got[0]):
+                got = self._wait_turn(conversation_id, [lock, seq_key, last_key], turn_token,
+                                      timeout)
+            seq = int(got[1]) if int(got[0]) == 1 else int(
+                _INIT_AND_INCR(self.client, [seq_key], [int(floor())]))
+            sending.turn = Turn(seq, int(got[2]) if got[2] is not None else None)
+            yield sending
+            if sending.turn.new_last_id is not None:
+                recorded = str(sending.turn.new_last_id)
+        except BaseException:
+            results = run_scripts(self.client, [
+                (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),
+                (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
+                                            ttl_ms])], raise_on_error=False)
+            for result in results:
+                if isinstance(result, Exception):  # both lapse by themselves
+                    log.warning("could not end send %s: %s", client_msg_id, result)
+            raise
+        run_scripts(self.client, [
+            (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
+            (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
+                                        ttl_ms])])
+
+    def _wait_turn(self, conversation_id: int, keys: list[str], token: str,
+                   timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        wait = _LOCK_FIRST_WAIT
+        while True:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"conversation {conversation_id}")
+            gevent.sleep(wait * random.uniform(0.5, 1.0))  # jitter: no lockstep retries
+            wait = min(wait * 2, _LOCK_MAX_WAIT)
+            got = _TURN_BEGIN(self.client, keys, [token, _LOCK_TTL_MS])
+            if int(got[0]):
+                return got
 
     def start_conversation(self, conversation_id: int) -> None:
         self.client.set(self.keys.conversation(conversation_id)[1], 0, nx=True)

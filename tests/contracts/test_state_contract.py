@@ -168,3 +168,74 @@ def test_allow_is_a_token_bucket(state, burst):
 
 def test_worker_id_in_range(state):
     assert 0 <= state.worker_id() < 1024
+
+
+def _sending(state, sender: int, key: str, conversation: int, **kw):  # type: ignore[no-untyped-def]
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0, **kw}
+    return state.sending(sender, key, conversation, **options)
+
+
+def test_sending_claims_takes_the_turn_and_settles_on_leaving(state):
+    with _sending(state, 1, "m1", 20) as sending:
+        assert sending.claim.outcome == "claimed" and sending.turn is not None
+        assert sending.turn.seq == 1
+        sending.turn.new_last_id = 500
+        sending.message = '{"id": "500"}'
+    with _sending(state, 1, "m1", 20) as retry:  # a retry gets the remembered message
+        assert retry.claim == SendClaim("sent", '{"id": "500"}') and retry.turn is None
+    with _sending(state, 2, "m2", 20) as after:  # the turn was handed back, id recorded
+        assert after.turn is not None and (after.turn.seq, after.turn.last_id) == (2, 500)
+
+
+def test_sending_that_raises_releases_or_remembers_by_durability(state):
+    with pytest.raises(RuntimeError):
+        with _sending(state, 3, "lost", 21):
+            raise RuntimeError("failed before the message was durable")
+    with _sending(state, 3, "lost", 21) as again:  # not durable: a retry may send
+        assert again.claim.outcome == "claimed" and again.turn is not None
+        assert again.turn.seq == 2  # the failed turn's seq is skipped, never reused
+    with pytest.raises(RuntimeError):
+        with _sending(state, 3, "kept", 21) as sending:
+            sending.turn.new_last_id = 900
+            sending.message = '{"id": "900"}'
+            raise RuntimeError("fan-out failed after the message was durable")
+    with _sending(state, 3, "kept", 21) as retry:
+        assert retry.claim == SendClaim("sent", '{"id": "900"}')
+    with _sending(state, 4, "next", 21) as after:
+        # A turn that raised records no last id.
+        assert after.turn is not None and after.turn.last_id is None
+
+
+def test_sending_without_a_claim_never_holds_the_conversation(state):
+    with _sending(state, 5, "dup", 22) as first:
+        with _sending(state, 5, "dup", 22) as pending:  # the same key, concurrently
+            assert pending.claim.outcome == "pending" and pending.turn is None
+        first.message = '{"id": "1"}'
+    with _sending(state, 6, "a", 22, rate=0.001, burst=1):
+        pass
+    with _sending(state, 6, "b", 22, rate=0.001, burst=1) as limited:
+        assert limited.claim.outcome == "limited" and limited.turn is None
+    with _sending(state, 7, "c", 22) as free:  # nobody left the conversation locked
+        assert free.turn is not None
+
+
+def test_sending_that_gets_no_turn_times_out_and_releases_its_claim(state):
+    from storage.state_memory import LockTimeout
+
+    entered = gevent.event.Event()
+    leave = gevent.event.Event()
+
+    def holder() -> None:
+        with state.conversation_turn(23, lambda: 0):
+            entered.set()
+            leave.wait(5)
+
+    job = gevent.spawn(holder)
+    assert entered.wait(5)
+    with pytest.raises(LockTimeout):
+        with _sending(state, 8, "late", 23, timeout=0.1):
+            pass
+    leave.set()
+    job.join(5)
+    with _sending(state, 8, "late", 23) as retry:
+        assert retry.claim.outcome == "claimed" and retry.turn is not None
