@@ -143,6 +143,9 @@ def main() -> int:
     p.add_argument("--run-dir", type=Path, default=Path("/tmp/switchboard-bench"))
     p.add_argument("--out", type=Path,
                    default=ROOT / "bench/results" / f"{time.strftime('%Y%m%d-%H%M')}.jsonl")
+    p.add_argument("--settle-load", type=float, default=1.0,
+                   help="start each run once the 1-minute load average is below this "
+                        "(waiting at most 2 min); 0: start at once")
     args = p.parse_args()
 
     # Stopping the runner (kill PID) still stops the server it started.
@@ -174,7 +177,7 @@ def main() -> int:
                     continue
                 for _ in range(runs):
                     run_one(server, config, TARGET_OF[config], scenario, transport, args.out,
-                            args.profile == "quick")
+                            args.profile == "quick", args.settle_load)
     finally:
         if server is not None:
             server.stop()
@@ -183,8 +186,19 @@ def main() -> int:
     return 0
 
 
+def settle(below: float, limit: float = 120.0) -> None:
+    """Wait (up to ``limit`` s) until the 1-minute load average is under ``below``: back
+    to back, a run started while the previous run's server was still draining its
+    backlog, and its tail measured that (load averages of 2-4 at start)."""
+    if below <= 0:
+        return
+    deadline = time.monotonic() + limit
+    while os.getloadavg()[0] >= below and time.monotonic() < deadline:
+        time.sleep(2)
+
+
 def run_one(server: Server, config: str, target: str, scenario: str, transport: str,
-            out: Path, quick: bool) -> None:
+            out: Path, quick: bool, settle_load: float = 0.0) -> None:
     cmd = [PY, "-m", "bench.loadgen", "--target", target, "--port", str(server.port),
            "--transport", transport, *SCENARIOS[scenario], "--label", config,
            "--out", str(out), "--server-pid", str(server.proc.pid), "--timeout", "420"]
@@ -192,6 +206,7 @@ def run_one(server: Server, config: str, target: str, scenario: str, transport: 
         cmd[cmd.index("--duration") + 1] = "10"
     for name, pid in server.aux_pids.items():
         cmd += ["--aux-pid", f"{name}={pid}"]
+    settle(settle_load)
     print("$", " ".join(os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
                         for c in cmd), flush=True)
     try:
