@@ -94,7 +94,8 @@ def _live_session(user_id: Any, session_id: Any) -> LiveSession:
         if row is None or row.revoked_at is not None:
             raise unauthorized("session expired or revoked")
         cached = f"{row.user_id}:{row.expires_at}"
-        state.remember(_session_key(session_id), cached, _SESSION_CACHE_TTL)
+        # fill: a logout since this read has marked the session revoked, which wins.
+        state.fill(_session_key(session_id), cached, _SESSION_CACHE_TTL)
     owner, _, expires_at = cached.partition(":")
     if int(owner) != user_id or int(expires_at) < now_ms():
         raise unauthorized("session expired or revoked")

@@ -31,7 +31,9 @@ def member_ids(conversation_id: int) -> list[int]:
         raise not_found("conversation")
     members = list(db.session.scalars(select(Membership.user_id).where(
         Membership.conversation_id == conversation_id)))
-    state.remember(_members_key(conversation_id), ",".join(map(str, members)), _MEMBERS_TTL)
+    # fill, not remember: a membership change committed since this read has forgotten
+    # the key, and the list read before it must not be cached over that.
+    state.fill(_members_key(conversation_id), ",".join(map(str, members)), _MEMBERS_TTL)
     return members
 
 

@@ -24,6 +24,11 @@ SEND_TURN_TIMEOUT = 3.0
 # How long a conversation's last message id is kept for the next turn: ids only need to
 # follow it while clocks could disagree; after a week of silence any clock is past it.
 LAST_ID_TTL = 7 * 24 * 3600
+# How long a forgotten cache key refuses fills: longer than any database read that could
+# have started before the change that made it forgotten.
+FORGOTTEN_FOR = 10.0
+# What a forgotten key holds meanwhile; never a cached value (those are ids and JSON).
+FORGOTTEN = "\x00forgotten"
 
 
 class Turn:
@@ -131,15 +136,25 @@ class SharedState(abc.ABC):
     def lock(self, name: str, timeout: float = 10.0) -> AbstractContextManager[None]:
         """Mutual exclusion across every worker sharing this state."""
 
+    # Seconds after ``forget`` during which ``fill`` stores nothing.
+    forgotten_for: float = FORGOTTEN_FOR
+
     @abc.abstractmethod
     def remember(self, key: str, value: str, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    def fill(self, key: str, value: str, ttl: float) -> None:
+        """Cache ``value`` just read from the source of truth, unless the key holds a
+        value, or was forgotten within ``forgotten_for`` seconds: a read that started
+        before a change must not re-cache what the change replaced."""
 
     @abc.abstractmethod
     def recall(self, key: str) -> str | None: ...
 
     @abc.abstractmethod
     def forget(self, key: str) -> None:
-        """Drop a remembered value (a cache entry whose source changed)."""
+        """Drop a remembered value (a cache entry whose source changed); for
+        ``forgotten_for`` seconds, ``fill`` will not store it again."""
 
     @abc.abstractmethod
     def claim_once(self, key: str, ttl: float) -> bool:

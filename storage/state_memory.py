@@ -10,7 +10,14 @@ from contextlib import contextmanager
 
 from gevent.lock import Semaphore
 
-from storage.state import LAST_ID_TTL, SEND_CLAIM_HOLD, SendClaim, SharedState, Turn
+from storage.state import (
+    FORGOTTEN,
+    LAST_ID_TTL,
+    SEND_CLAIM_HOLD,
+    SendClaim,
+    SharedState,
+    Turn,
+)
 
 _PURGE_EVERY = 1024  # writes between sweeps of expired keys
 # A claimed, not yet settled send; messages are stored as JSON and never start so.
@@ -119,14 +126,19 @@ class MemoryState(SharedState):
         self._values[key] = (deadline, value)
         heapq.heappush(self._deadlines, (deadline, key))
 
-    def recall(self, key: str) -> str | None:
+    def fill(self, key: str, value: str, ttl: float) -> None:
         item = self._values.get(key)
         if item is None or item[0] < time.monotonic():
+            self.remember(key, value, ttl)
+
+    def recall(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None or item[0] < time.monotonic() or item[1] == FORGOTTEN:
             return None
         return item[1]
 
     def forget(self, key: str) -> None:
-        self._values.pop(key, None)
+        self.remember(key, FORGOTTEN, self.forgotten_for)
 
     def claim_once(self, key: str, ttl: float) -> bool:
         if self.recall(key) is not None:

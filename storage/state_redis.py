@@ -21,6 +21,7 @@ from storage.near_cache import NearCache
 from storage.redis_conn import RedisClient, Script, run_scripts, server_major_version
 from storage.redis_keys import KeySpace
 from storage.state import (
+    FORGOTTEN,
     LAST_ID_TTL,
     SEND_CLAIM_HOLD,
     SEND_TURN_TIMEOUT,
@@ -380,11 +381,19 @@ class RedisState(SharedState):
         pipe.execute()
         self.near.put(key, value, self.near.generation)
 
+    def fill(self, key: str, value: str, ttl: float) -> None:
+        # NX: a value, or the marker a forget left, wins over what this read found.
+        generation = self.near.generation if self.near is not None else 0
+        stored = self.client.set(self.keys.value(key), value, px=max(1, int(ttl * 1000)),
+                                 nx=True)
+        if stored and self.near is not None:
+            self.near.put(key, value, generation)
+
     def recall(self, key: str) -> str | None:
         near = self.near
         if near is None:
             value = self.client.get(self.keys.value(key))
-            return None if value is None else str(value)
+            return None if value is None or value == FORGOTTEN else str(value)
         if near.live:
             copy = near.get(key)
             if copy is not None:
@@ -393,18 +402,16 @@ class RedisState(SharedState):
             near.start()  # first use in this process (or retry after a failure)
         generation = near.generation
         value = self.client.get(self.keys.value(key))
-        if value is None:
+        if value is None or value == FORGOTTEN:
             return None
         near.put(key, str(value), generation)
         return str(value)
 
     def forget(self, key: str) -> None:
-        if self.near is None:
-            self.client.delete(self.keys.value(key))
-            return
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.keys.value(key))
-        self.near.invalidate(pipe, key)
+        pipe.set(self.keys.value(key), FORGOTTEN, px=max(1, int(self.forgotten_for * 1000)))
+        if self.near is not None:
+            self.near.invalidate(pipe, key)
         pipe.execute()
 
     def claim_once(self, key: str, ttl: float) -> bool:

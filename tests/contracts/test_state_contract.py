@@ -239,3 +239,26 @@ def test_sending_that_gets_no_turn_times_out_and_releases_its_claim(state):
     job.join(5)
     with _sending(state, 8, "late", 23) as retry:
         assert retry.claim.outcome == "claimed" and retry.turn is not None
+
+
+def test_fill_never_caches_over_a_value_or_a_recent_forget(state):
+    state.fill("k", "v1", 60)
+    assert state.recall("k") == "v1"
+    state.fill("k", "v2", 60)  # another reader's fill: the first one stays
+    assert state.recall("k") == "v1"
+    state.forget("k")  # the source changed
+    assert state.recall("k") is None
+    state.fill("k", "read before the change", 60)
+    assert state.recall("k") is None
+    state.remember("k", "written", 60)  # explicit writes (a revocation) still win
+    assert state.recall("k") == "written"
+
+
+def test_fill_works_again_once_the_forget_is_old(state):
+    state.forgotten_for = 0.2
+    state.forget("k")
+    state.fill("k", "too early", 60)
+    assert state.recall("k") is None
+    gevent.sleep(0.3)
+    state.fill("k", "fresh", 60)
+    assert state.recall("k") == "fresh"
