@@ -239,23 +239,12 @@ class RedisState(SharedState):
                           timeout: float = 10.0) -> Iterator[Turn]:
         lock, seq_key, last_key = self.keys.conversation(conversation_id)
         token = secrets.token_hex(16)
-        deadline = time.monotonic() + timeout
-        wait = _LOCK_FIRST_WAIT
-        while True:
-            got = _TURN_BEGIN(self.client, [lock, seq_key, last_key], [token, _LOCK_TTL_MS])
-            if int(got[0]):
-                break
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"conversation {conversation_id}")
-            gevent.sleep(wait * random.uniform(0.5, 1.0))  # jitter: no lockstep retries
-            wait = min(wait * 2, _LOCK_MAX_WAIT)
+        got = _TURN_BEGIN(self.client, [lock, seq_key, last_key], [token, _LOCK_TTL_MS])
+        if not int(got[0]):
+            got = self._wait_turn(conversation_id, [lock, seq_key, last_key], token, timeout)
         recorded = ""
         try:
-            # No TTL on the counter: it lives as long as the conversation. If Redis
-            # loses it, the floor from history starts it again above every stored seq.
-            seq = int(got[1]) if int(got[0]) == 1 else int(
-                _INIT_AND_INCR(self.client, [seq_key], [int(floor())]))
-            turn = Turn(seq, int(got[2]) if got[2] is not None else None)
+            turn = self._turn(got, seq_key, floor)
             yield turn
             if turn.new_last_id is not None:
                 recorded = str(turn.new_last_id)
@@ -303,9 +292,7 @@ class RedisState(SharedState):
             if not int(got[0]):
                 got = self._wait_turn(conversation_id, [lock, seq_key, last_key], turn_token,
                                       timeout)
-            seq = int(got[1]) if int(got[0]) == 1 else int(
-                _INIT_AND_INCR(self.client, [seq_key], [int(floor())]))
-            sending.turn = Turn(seq, int(got[2]) if got[2] is not None else None)
+            sending.turn = self._turn(got, seq_key, floor)
             yield sending
             if sending.turn.new_last_id is not None:
                 recorded = str(sending.turn.new_last_id)
@@ -323,8 +310,17 @@ class RedisState(SharedState):
             (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
                                         ttl_ms])])
 
+    def _turn(self, got: list, seq_key: str, floor: Callable[[], int]) -> Turn:
+        """The Turn a granted _TURN_BEGIN reply describes. No TTL on the counter: it
+        lives as long as the conversation; if Redis loses it, the floor from history
+        starts it again above every stored seq."""
+        seq = int(got[1]) if int(got[0]) == 1 else int(
+            _INIT_AND_INCR(self.client, [seq_key], [int(floor())]))
+        return Turn(seq, int(got[2]) if got[2] is not None else None)
+
     def _wait_turn(self, conversation_id: int, keys: list[str], token: str,
                    timeout: float) -> list:
+        """Retry a turn someone else holds, backing off, until ``timeout``."""
         deadline = time.monotonic() + timeout
         wait = _LOCK_FIRST_WAIT
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import gevent
 import gevent.event
 import pytest
@@ -70,24 +72,32 @@ def test_turn_records_the_last_id_only_when_set_and_not_on_error(state):
         assert turn.seq == 4
 
 
-def test_a_held_turn_times_out_others(state):
-    from storage.state_memory import LockTimeout
-
+@contextmanager
+def _turn_held_elsewhere(state, conversation_id: int):  # type: ignore[no-untyped-def]
+    """Another greenlet holds the conversation's turn until the block ends."""
     entered = gevent.event.Event()
     leave = gevent.event.Event()
 
     def holder() -> None:
-        with state.conversation_turn(10, lambda: 0):
+        with state.conversation_turn(conversation_id, lambda: 0):
             entered.set()
             leave.wait(5)
 
     job = gevent.spawn(holder)
     assert entered.wait(5)
-    with pytest.raises(LockTimeout):
+    try:
+        yield
+    finally:
+        leave.set()
+        job.join(5)
+
+
+def test_a_held_turn_times_out_others(state):
+    from storage.state_memory import LockTimeout
+
+    with _turn_held_elsewhere(state, 10), pytest.raises(LockTimeout):
         with state.conversation_turn(10, lambda: 0, timeout=0.1):
             pass
-    leave.set()
-    job.join(5)
     assert _turn_seq(state, 10) == 2
 
 
@@ -222,21 +232,9 @@ def test_sending_without_a_claim_never_holds_the_conversation(state):
 def test_sending_that_gets_no_turn_times_out_and_releases_its_claim(state):
     from storage.state_memory import LockTimeout
 
-    entered = gevent.event.Event()
-    leave = gevent.event.Event()
-
-    def holder() -> None:
-        with state.conversation_turn(23, lambda: 0):
-            entered.set()
-            leave.wait(5)
-
-    job = gevent.spawn(holder)
-    assert entered.wait(5)
-    with pytest.raises(LockTimeout):
+    with _turn_held_elsewhere(state, 23), pytest.raises(LockTimeout):
         with _sending(state, 8, "late", 23, timeout=0.1):
             pass
-    leave.set()
-    job.join(5)
     with _sending(state, 8, "late", 23) as retry:
         assert retry.claim.outcome == "claimed" and retry.turn is not None
 
