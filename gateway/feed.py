@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from gateway.errors import UNAVAILABLE
 from gateway.services import Services
+from storage.broker import LogRead
 from storage.events import Cursor, EventType
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,14 @@ class Feed:
             # response, and fixes the starting point for a client that sent none. With
             # ``prefetch`` (the caller's page limit), the first page comes with it: a
             # long-poll that finds events answers after one read of the log, not two.
-            first = svc.broker.read(user_id, cursor, prefetch if cursor else 0)
+            # A connection coming back at the tip this process already knows (a long-poll
+            # returning with the cursor of its last answer) has nothing to read: the
+            # next append rings its subscription. A plain poll always reads.
+            if cursor is not None and transport != "poll" and svc.broker.at_tip(
+                    user_id, cursor):
+                first = LogRead([], cursor, False)
+            else:
+                first = svc.broker.read(user_id, cursor, prefetch if cursor else 0)
         except Exception:
             svc.hub.unsubscribe(self.sub)
             raise

@@ -84,5 +84,11 @@ class Broker(abc.ABC):
     def tip(self, user_id: int) -> str:
         return self.read(user_id, None, 0).cursor
 
+    def at_tip(self, user_id: int, cursor: str) -> bool:
+        """True only if nothing follows ``cursor`` in the log and this process is sure
+        to hear of the next append (a caller watching the user skips its read). False
+        whenever unsure: the caller then reads."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work and release connections."""

@@ -81,6 +81,10 @@ class MemoryBroker(Broker):
             events.append({"id": str(Cursor(self.epoch, offset)), **payload})
         return LogRead(events, events[-1]["id"] if events else cursor, False)
 
+    def at_tip(self, user_id: int, cursor: str) -> bool:
+        log = self._logs.get(user_id)
+        return cursor == str(Cursor(self.epoch, (log.next_offset - 1) if log else 0))
+
     def publish_ephemeral(self, user_ids: Iterable[int], payload: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener.on_ephemeral(list(user_ids), payload)

@@ -20,6 +20,10 @@ script across users.
   Centrifugo does with its publications. Each message names its origin process, which
   skips its own echoes: it has already told its local listener directly
   (python-socketio's host_id trick).
+* The same messages tell a process each watched user's tip. While the user's channel
+  is confirmed and the connection has not dropped since, every later append will be
+  heard, so a connection opening at exactly that tip (a long-poll coming back with the
+  cursor of its last answer) skips its read (``at_tip``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +42,11 @@ from storage.redis_keys import KeySpace
 from storage.redis_pubsub import Subscriber
 
 log = logging.getLogger(__name__)
+
+# Seconds a learnt tip is trusted without being heard of again: a bound on anything
+# unforeseen, far below the log's lifetime. Every append heard renews it.
+_TIP_TRUST = 30.0
+_HEARD = -1  # a tip's source: a message on the user's channel (in order, always current)
 
 # Channel messages: an appended event is "a<origin>|<epoch>|<offset>|<json>", an
 # ephemeral one "e<origin>|<json>".
@@ -107,6 +117,8 @@ class RedisBroker(Broker):
         self._health_check_interval = health_check_interval
         self._max_backoff = max_backoff
         self._watched: dict[str, int] = {}  # channel -> user id
+        # user id -> (epoch, offset, the subscriber's link generation, when learnt)
+        self._tips: dict[int, tuple[str, int, int, float]] = {}
         self.subscriber: Subscriber | None = None
 
     # --- listening ---------------------------------------------------------------------
@@ -137,6 +149,7 @@ class RedisBroker(Broker):
         channel = self.keys.channel(user_id)
         self._watched.pop(channel, None)
         self.subscriber.unsubscribe(channel)
+        self._tips.pop(user_id, None)
 
     def _on_message(self, channel: str, data: str) -> None:
         user_id = self._watched.get(channel)
@@ -150,6 +163,8 @@ class RedisBroker(Broker):
         if kind == _APPENDED:
             epoch, _, rest = payload.partition("|")
             offset, _, body = rest.partition("|")
+            if self.subscriber is not None and self.subscriber.confirmed(channel):
+                self._learn(user_id, epoch, int(offset))
             listener.on_appended([Appended(user_id, epoch, int(offset), json.loads(body))])
         elif kind == _EPHEMERAL:
             listener.on_ephemeral([user_id], json.loads(payload))
@@ -161,6 +176,44 @@ class RedisBroker(Broker):
         if users and self.listener is not None:
             self.listener.on_wake(users)
 
+    # --- tips ----------------------------------------------------------------------------
+
+    def at_tip(self, user_id: int, cursor: str) -> bool:
+        known = self._tips.get(user_id)
+        subscriber = self.subscriber
+        if known is None or subscriber is None:
+            return False
+        epoch, offset, generation, learnt = known
+        return (generation == subscriber.link_generation and subscriber.ready
+                and time.monotonic() - learnt < _TIP_TRUST and cursor == f"{epoch}:{offset}")
+
+    def _mark(self, user_id: int) -> int | None:
+        """Before a read or append: a token if the user's channel is confirmed now (what
+        the command finds is then the tip, unless a subscription lapsed meanwhile)."""
+        subscriber = self.subscriber
+        if subscriber is None:
+            return None
+        channel = self.keys.channel(user_id)
+        if self._watched.get(channel) != user_id or not subscriber.confirmed(channel):
+            return None
+        return subscriber.changes
+
+    def _learn(self, user_id: int, epoch: str, offset: int, mark: int | None = _HEARD) -> None:
+        """Note a tip heard on the channel (``_HEARD``) or found by a command that
+        started at ``mark``. Offsets only move forward; epochs cannot be ordered, so a
+        different one forgets the tip until the next append is heard."""
+        subscriber = self.subscriber
+        if subscriber is None or mark is None or mark not in (_HEARD, subscriber.changes):
+            return
+        generation = subscriber.link_generation
+        known = self._tips.get(user_id)
+        if known is not None and known[2] == generation:
+            if known[0] != epoch:
+                del self._tips[user_id]
+                return
+            offset = max(offset, known[1])
+        self._tips[user_id] = (epoch, offset, generation, time.monotonic())
+
     # --- the log -----------------------------------------------------------------------
 
     def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
@@ -170,21 +223,28 @@ class RedisBroker(Broker):
         calls = [(self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
                                       self.keys.channel(u), prefix, self._publish))
                  for u in users]
+        marks = [self._mark(u) for u in users] if self.subscriber is not None else None
         results = _APPEND.many(self.client, calls)
         appended = [Appended(u, str(epoch), int(offset), payload)
                     for u, (epoch, offset) in zip(users, results, strict=True)]
+        if marks is not None:
+            for item, mark in zip(appended, marks, strict=True):
+                self._learn(item.user_id, item.epoch, item.offset, mark)
         if self.listener is not None and appended:
             self.listener.on_appended(appended)
         return {a.user_id: str(Cursor(a.epoch, a.offset)) for a in appended}
 
     def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
         position = Cursor.parse(cursor) if cursor is not None else None
+        mark = self._mark(user_id)
         epoch, last, status, entries = _READ(
             self.client, self.keys.user(user_id),
             (secrets.token_hex(6), self.ttl, self.size,
              position.epoch if position else "", position.offset if position else 0,
              max(0, limit)))
         tip = str(Cursor(str(epoch), int(last)))
+        if status != "ahead":
+            self._learn(user_id, str(epoch), int(last), mark)
         if status == "ahead":
             raise InvalidCursor(f"cursor {cursor!r} is ahead of this log")
         if status == "reset":

@@ -76,6 +76,15 @@ class Subscriber:
         self._links: dict[str, _Link] = {}
         self._ready = False
         self._pending: dict[str, Event] = {}
+        # Channels the server has confirmed on the current connections, and SUBSCRIBEs
+        # still unanswered per channel: a channel is confirmed only once its last one is.
+        self._confirmed: set[str] = set()
+        self._awaiting: Counter[str] = Counter()
+        # Bumped whenever a connection is dropped (whatever was published then is gone)
+        # and, in ``changes``, also on every unsubscribe: a caller comparing the two
+        # before and after an operation knows no subscription lapsed in between.
+        self.link_generation = 0
+        self.changes = 0
         # SUNSUBSCRIBEs we sent and whose replies have not come back: a reply beyond
         # these is the server's own, meaning the slot moved (see _handle).
         self._leaving: Counter[str] = Counter()
@@ -96,9 +105,10 @@ class Subscriber:
             confirmed = self._pending.setdefault(channel, Event())
             # Not ready: the (re)build in progress subscribes every wanted channel, and
             # its confirmation releases us just the same.
-            if self._ready and not self._send(
-                    channel, b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"):
-                return
+            if self._ready:
+                if not self._send(channel, b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"):
+                    return
+                self._awaiting[channel] += 1
         # Bounded: with Redis down, a new connection proceeds and is woken on recovery.
         confirmed.wait(self.confirm_timeout)
 
@@ -106,6 +116,8 @@ class Subscriber:
         with self._lock:
             self.wanted.discard(channel)
             self._pending.pop(channel, None)
+            self._confirmed.discard(channel)
+            self.changes += 1
             if self._ready and self._send(
                     channel, b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE"):
                 self._leaving[channel] += 1
@@ -118,6 +130,11 @@ class Subscriber:
     def is_pending(self, channel: str) -> bool:
         """Whether the server has yet to confirm the subscription to ``channel``."""
         return channel in self._pending
+
+    def confirmed(self, channel: str) -> bool:
+        """Whether everything published on ``channel`` from now on reaches this process
+        (until ``link_generation`` changes or the channel is unsubscribed)."""
+        return self._ready and channel in self._confirmed
 
     def _send(self, channel: str, command: bytes) -> bool:
         link = self._links.get(self._route(channel))
@@ -191,6 +208,7 @@ class Subscriber:
                 commands = self._subscribe_commands(channels)
                 connection.send_packed_command(connection.pack_commands(commands),
                                                check_health=False)
+            self._awaiting.update(wanted)
             self._ready = True
         return wanted
 
@@ -270,6 +288,14 @@ class Subscriber:
             except Exception:
                 log.exception("pub/sub message handler failed")
         elif kind in ("subscribe", "ssubscribe"):
+            with self._lock:
+                left = self._awaiting[channel] - 1
+                if left > 0:
+                    self._awaiting[channel] = left
+                else:
+                    self._awaiting.pop(channel, None)
+                    if channel in self.wanted:
+                        self._confirmed.add(channel)
             event = self._pending.pop(channel, None)
             if event is not None:
                 event.set()
@@ -280,6 +306,9 @@ class Subscriber:
                     del self._leaving[channel]
             elif channel in self.wanted:
                 # Unasked for: the slot moved to another shard during a resharding.
+                # Nothing confirmed holds from here until the links are rebuilt.
+                self._confirmed.clear()
+                self.link_generation += 1
                 raise _Reroute(f"{channel} left this shard")
 
     def _deliver_recovery(self, channels: list[str]) -> None:
@@ -299,6 +328,10 @@ class Subscriber:
     def _close_links(self, release_waiters: bool = False) -> None:
         with self._lock:
             self._ready = False
+            self.link_generation += 1
+            self.changes += 1
+            self._confirmed.clear()
+            self._awaiting.clear()
             links, self._links = self._links, {}
             self._leaving.clear()  # replies on a closed connection never come
             if release_waiters:

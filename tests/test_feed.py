@@ -26,11 +26,11 @@ class ReadCountingBroker(MemoryBroker):
 
 
 def make_feed(broker: MemoryBroker, hub: Hub, user_id: int = 1,
-              cursor: str | None = None) -> Feed:
+              cursor: str | None = None, transport: str = "sse", prefetch: int = 0) -> Feed:
     svc: Any = SimpleNamespace(
         hub=hub, broker=broker, settings=SimpleNamespace(presence_heartbeat=30.0),
         presence=SimpleNamespace(touch=lambda user_id: None))
-    return Feed(svc, user_id, "session", cursor, "sse")
+    return Feed(svc, user_id, "session", cursor, transport, prefetch)
 
 
 def ev(n: int) -> dict[str, Any]:
@@ -133,3 +133,21 @@ def test_an_event_from_another_epoch_makes_the_feed_read_and_reset():
     assert [e["type"] for e in batch.events] == ["reset"]
     assert batch.cursor.startswith("restarted:")
     hub.stop()
+
+
+def test_a_long_poll_back_at_the_tip_opens_without_reading_and_still_gets_the_next():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    tip = broker.append([1], ev(1))[1]
+    broker.reads = 0
+    feed = make_feed(broker, hub, cursor=tip, transport="longpoll", prefetch=100)
+    assert broker.reads == 0
+    broker.append([1], ev(2))
+    assert numbers(feed.next(1.0, 100).events) == [2]
+    feed.close()
+    # Behind the tip, or a plain poll (which promises a fresh read): the log is read.
+    behind = make_feed(broker, hub, cursor=tip, transport="longpoll", prefetch=100)
+    assert broker.reads == 1 and numbers(behind.next(0, 100).events) == [2]
+    behind.close()
+    make_feed(broker, hub, cursor=broker.tip(1), transport="poll", prefetch=100).close()
+    assert broker.reads == 3  # the poll's read, and tip()'s

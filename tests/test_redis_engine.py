@@ -400,3 +400,36 @@ def test_near_cache_copies_expire_and_are_dropped_while_pub_sub_is_down(states, 
     assert kill_subscribers(redis_url, name) >= 1
     a.client.set(a.keys.value("k"), "changed")  # a change whose announcement b missed
     wait_until(lambda: b.recall("k") == "changed", timeout=5.0)  # well inside b's ttl
+
+
+def test_tip_is_known_from_other_processes_appends_and_never_past_a_lost_connection(
+        redis_url, brokers):
+    """``at_tip`` (a long-poll at its last cursor skips its read) must never be True
+    when the log holds more: not before the watch, not for a cursor another process
+    has moved past, and not after the subscriber lost its connection."""
+    listener = CountingListener()
+    receiver = brokers()
+    receiver.attach(listener)
+    sender = brokers(write_only=True)
+    start = sender.append([61], ev(0))[61]
+    assert not receiver.at_tip(61, receiver.read(61, None, 0).cursor)  # not watched
+    receiver.watch(61)
+    assert receiver.read(61, None, 0).cursor == start
+    assert receiver.at_tip(61, start)  # learnt from a read made while watching
+    moved = sender.append([61], ev(1))[61]
+    wait_until(lambda: receiver.at_tip(61, moved))  # heard from the other process
+    assert not receiver.at_tip(61, start)
+
+    assert receiver.subscriber is not None
+    assert kill_subscribers(redis_url, receiver.subscriber.name) >= 1
+    # What is published while the connection is down is gone: no tip learnt before the
+    # drop is trusted after it (the recovery's wake-up makes live feeds read).
+    missed = sender.append([61], ev(2))[61]
+    wait_until(lambda: receiver.subscriber.reconnects >= 1)
+    assert not receiver.at_tip(61, moved)
+    assert [e["data"]["n"] for e in receiver.read(61, moved, 10).events] == [2]
+    # Learnt again once the resubscription is confirmed.
+    wait_until(lambda: receiver.read(61, missed, 10).events == []
+               and receiver.at_tip(61, missed))
+    receiver.unwatch(61)
+    assert not receiver.at_tip(61, missed)

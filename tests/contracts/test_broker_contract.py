@@ -115,3 +115,18 @@ def test_listener_gets_each_appended_event_exactly_as_read_returns_it(broker):
                   for a in recorder.appended if a.user_id == user]
         assert handed == broker.read(user, before[user], 10).events
     assert {a.user_id: f"{a.epoch}:{a.offset}" for a in recorder.appended[:2]} == cursors
+
+
+def test_at_tip_only_for_the_latest_cursor_of_a_watched_user(broker):
+    """A connection at the tip skips its read: claiming it for any cursor that has
+    events after it would delay them until the next append."""
+    broker.attach(Recorder())
+    broker.watch(25)
+    first = broker.append([25], ev(1))[25]
+    assert broker.at_tip(25, first)
+    second = broker.append([25], ev(2))[25]
+    assert not broker.at_tip(25, first)
+    assert broker.at_tip(25, second)
+    assert broker.read(25, second, 10).events == []
+    epoch, _ = Cursor.parse(second)
+    assert not broker.at_tip(25, f"{epoch}x:{Cursor.parse(second).offset}")
