@@ -7,7 +7,8 @@ worker serves thousands of clients; worker_connections caps that number.
 import os
 
 bind = os.environ.get("SWITCHBOARD_BIND", "127.0.0.1:8080")
-worker_class = "gevent"
+# gunicorn's gevent worker, sending each response's head with its body (see the module).
+worker_class = "config.gunicorn_worker.GeventWorker"
 # The memory engine lives in one process: several workers need Redis to share state.
 workers = int(os.environ.get("SWITCHBOARD_WORKERS", "1" if not os.environ.get(
     "SWITCHBOARD_REDIS_URL") else "2"))
