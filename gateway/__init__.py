@@ -7,7 +7,8 @@ import os
 import secrets
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
 
 from config import Settings
 
@@ -47,6 +48,14 @@ def check_gevent() -> None:
             "wsgi:app` (gevent worker), or call gevent.monkey.patch_all() first.")
 
 
+class _NoCookieSessions(SessionInterface):
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None  # Flask then uses a null session, never saved
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
+
+
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     """Build the app. ``config``: Settings, or overrides on top of the environment."""
     if isinstance(config, Settings):
@@ -70,6 +79,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(url),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
+    # Clients authenticate with bearer tokens, never cookies: no per-request work to
+    # open and sign a cookie session nobody reads.
+    app.session_interface = _NoCookieSessions()
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db.init_app(app)

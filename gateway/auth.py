@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -47,8 +48,21 @@ def check_password(password: str, stored: str) -> bool:
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"],
-                                  salt=f"switchboard.{purpose}")
+    return _serializer_for(current_app.config["SECRET_KEY"], purpose)
+
+
+@functools.lru_cache(maxsize=16)
+def _serializer_for(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=f"switchboard.{purpose}")
+
+
+@functools.lru_cache(maxsize=20_000)
+def _verified_token(secret_key: str, token: str) -> tuple[Any, int]:
+    """A token's data and signing time, once its signature checked out (a bad one
+    raises, and is never cached). Clients send the same token on every request: the
+    signature is checked once per process, its age on every use."""
+    data, signed_at = _serializer_for(secret_key, "access").loads(token, return_timestamp=True)
+    return data, int(signed_at.timestamp())
 
 
 def issue_token(user_id: int) -> tuple[str, AuthSession]:
@@ -104,11 +118,12 @@ def _live_session(user_id: Any, session_id: Any) -> LiveSession:
 
 def _from_token(token: str) -> LiveSession:
     try:
-        data = _serializer("access").loads(token, max_age=services().settings.token_ttl)
-    except SignatureExpired:
-        raise unauthorized("token expired") from None
+        data, signed_at = _verified_token(current_app.config["SECRET_KEY"], token)
     except BadSignature:
         raise unauthorized("invalid token") from None
+    age = time.time() - signed_at
+    if age > services().settings.token_ttl or age < 0:
+        raise unauthorized("token expired")
     if not isinstance(data, dict):
         raise unauthorized("invalid token")
     return _live_session(data.get("u"), data.get("s"))

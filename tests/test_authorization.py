@@ -418,6 +418,21 @@ def test_server_side_expired_session_gets_401(world: World) -> None:
         "Authorization": f"Bearer {token}"}), 401, "unauthorized")
 
 
+def test_a_token_accepted_before_expires_on_time(world: World, monkeypatch) -> None:
+    """Signatures are checked once per process; the age still counts on every use."""
+    token = world.login("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert world.client.get("/v1/users/me", headers=headers).status_code == 200
+    ttl = world.app.extensions["switchboard"].settings.token_ttl
+    later = time.time() + ttl + 5
+    monkeypatch.setattr("gateway.auth.time.time", lambda: later)
+    assert_error(world.client.get("/v1/users/me", headers=headers), 401, "unauthorized")
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    monkeypatch.undo()
+    assert_error(world.client.get("/v1/users/me", headers={
+        "Authorization": f"Bearer {tampered}"}), 401, "unauthorized")
+
+
 def test_logout_revokes_only_that_session(world: World) -> None:
     second = world.login("alice")
     assert world.client.delete("/v1/sessions/current",
