@@ -93,10 +93,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     discovery.init_app(app)
     api.init_app(app)
 
-    @app.teardown_appcontext
-    def _release_session(_exc: BaseException | None) -> None:
-        db.session.remove()
-
+    # Flask-SQLAlchemy removes each app context's session at its teardown.
     if settings.require_gevent:
         svc.presence.run_sweeper(app, settings.presence_sweep_interval)
     log.info("switchboard ready: engine=%s database=%s", svc.engine, url.split("@")[-1])

@@ -21,7 +21,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from gateway.errors import unauthorized
 from gateway.services import services
-from storage.db import db
+from storage.db import db, release_session
 from storage.models import AuthSession, now_ms
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -161,7 +161,7 @@ def authenticate(allow_ticket: bool = False) -> LiveSession:
     # Hand the session lookup's database connection back first: a presence transition
     # looks up friends on a connection of its own, and a request holding one connection
     # while waiting for a second deadlocks the pool under a burst of logins.
-    db.session.close()
+    release_session()
     services().presence.touch(session.user_id)
     return session
 

@@ -31,14 +31,36 @@ class PresenceService:
         self.broker = broker
         self.throttle = throttle
         self._recent: dict[int, float] = {}
+        # Renewals of users heartbeating here without a break, sent together by the
+        # sweeper's loop (one round trip a second instead of one per user); None when no
+        # loop runs (tests, scripts): every heartbeat is then sent at once.
+        self._due: set[int] | None = None
 
     def touch(self, user_id: int) -> None:
         now = time.monotonic()
-        if now - self._recent.get(user_id, -self.throttle) < self.throttle:
+        last = self._recent.get(user_id)
+        if last is not None and now - last < self.throttle:
             return
         self._recent[user_id] = now
+        if self._due is not None and last is not None and now - last < 2 * self.throttle:
+            self._due.add(user_id)  # still online: a second's delay changes nothing
+            return
         stamp = _now_ms()
         if self.tracker.touch(user_id, stamp):
+            self._publish(user_id, True, stamp)
+
+    def defer_renewals(self) -> None:
+        """From now on ``renew`` (called every second) sends uninterrupted renewals."""
+        if self._due is None:
+            self._due = set()
+
+    def renew(self) -> None:
+        """Send the heartbeats ``touch`` set aside; publish any that came online."""
+        if not self._due:
+            return
+        due, self._due = list(self._due), set()
+        stamp = _now_ms()
+        for user_id in self.tracker.touch_many(due, stamp):
             self._publish(user_id, True, stamp)
 
     def sweep(self) -> int:
@@ -75,11 +97,16 @@ class PresenceService:
                 Friendship.user_id == user_id)))
 
     def run_sweeper(self, app: Flask, interval: float) -> gevent.Greenlet:
+        """Sweep, and send the set-aside renewals, every ``interval`` seconds (at most
+        one: a renewal must land well within the presence timeout)."""
+        self.defer_renewals()
+
         def loop() -> None:
             while True:
-                gevent.sleep(interval)
+                gevent.sleep(min(interval, 1.0))
                 try:
                     with app.app_context():
+                        self.renew()
                         self.sweep()
                 except Exception:
                     log.exception("presence sweep failed")

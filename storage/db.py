@@ -19,6 +19,13 @@ db = SQLAlchemy(model_class=Base)
 _SCHEMA_LOCK = 0x5357_4244  # any constant: the advisory lock id for creating tables
 
 
+def release_session() -> None:
+    """Give this context's database connection back, if it took one (closing a scoped
+    session that was never used would first create it: most requests never query)."""
+    if db.session.registry.has():
+        db.session.close()
+
+
 def create_tables(engine: Engine, metadata: MetaData) -> None:
     """Create the missing tables of ``metadata``.
 

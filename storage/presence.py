@@ -23,6 +23,10 @@ class PresenceTracker(abc.ABC):
     def touch(self, user_id: int, now_ms: int) -> bool:
         """Record a heartbeat; True if the user was offline until now."""
 
+    def touch_many(self, user_ids: Iterable[int], now_ms: int) -> list[int]:
+        """``touch`` for each user; returns those who just came online."""
+        return [u for u in user_ids if self.touch(u, now_ms)]
+
     @abc.abstractmethod
     def expire(self, now_ms: int) -> list[tuple[int, int]]:
         """Mark users silent for longer than the timeout offline; (user, last_seen)."""

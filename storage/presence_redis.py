@@ -61,6 +61,14 @@ class RedisPresence(PresenceTracker):
                              [user_id, int(now_ms), _LAST_SEEN_TTL])
         return bool(came_online)
 
+    def touch_many(self, user_ids: Iterable[int], now_ms: int) -> list[int]:
+        users = list(user_ids)
+        results = _TOUCH.many(self.client, [
+            ([self.keys.presence_online(self._shard(u)),
+              self.keys.presence_seen(self._shard(u), u)], [u, int(now_ms), _LAST_SEEN_TTL])
+            for u in users])
+        return [u for u, came_online in zip(users, results, strict=True) if came_online]
+
     def expire(self, now_ms: int) -> list[tuple[int, int]]:
         gone: list[tuple[int, int]] = []
         shards = list(range(self.shards))

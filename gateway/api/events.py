@@ -31,7 +31,7 @@ from gateway.auth import authenticate, issue_ticket
 from gateway.errors import UNAVAILABLE, ApiError, bad_request, too_many, unavailable
 from gateway.feed import Feed
 from gateway.services import services
-from storage.db import db
+from storage.db import release_session
 from storage.events import InvalidCursor, encode
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
@@ -77,7 +77,7 @@ def _open_feed_here(transport: str, cursor: str | None, prefetch: int = 0) -> Fe
     session = authenticate(allow_ticket=transport in ("sse", "ws"))
     svc = services()
     # A stream holds no database connection for its lifetime.
-    db.session.close()
+    release_session()
     if transport != "poll" and svc.hub.connections(session.user_id) >= (
             svc.settings.max_connections_per_user):
         raise too_many("too many live connections for this user")
@@ -369,7 +369,7 @@ def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
         # The same answer as HTTP's 503: the client retries with the same client_msg_id.
         return _ws_error(ref, unavailable("the message store is unavailable; retry shortly"))
     finally:
-        db.session.close()
+        release_session()
 
 
 def _ws_error(ref: Any, err: ApiError) -> dict[str, Any]:

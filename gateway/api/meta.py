@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway import metrics
 from gateway.openapi import document
 from gateway.services import services
-from storage.db import db
+from storage.db import db, release_session
 
 bp = Blueprint("meta", __name__, url_prefix="/v1")
 
@@ -39,7 +39,7 @@ def ready():
     except SQLAlchemyError:
         problems.append("database")
     finally:
-        db.session.close()
+        release_session()
     try:
         svc.broker.tip(0)
     except Exception:  # any failure of the delivery engine means not ready

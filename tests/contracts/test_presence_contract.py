@@ -24,3 +24,12 @@ def test_heartbeats_within_the_grace_period_never_flap(presence):
     for t in range(5_000, 120_000, 5_000):
         assert presence.touch(3, t) is False
         assert presence.expire(t) == []
+
+
+def test_touch_many_renews_together_and_reports_who_came_online(presence):
+    presence.touch(4, 1_000)
+    assert presence.touch_many([], 2_000) == []
+    assert sorted(presence.touch_many([4, 5, 6], 20_000)) == [5, 6]
+    assert presence.expire(35_000) == []  # 4 was renewed at 20 s, not left at 1 s
+    assert presence.status([4, 5]) == {4: (True, 20_000), 5: (True, 20_000)}
+    assert presence.touch_many([5], 21_000) == []
