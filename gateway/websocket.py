@@ -87,6 +87,19 @@ class ServerWebSocket:
     def send_json(self, payload: Any) -> None:
         self.send_text(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
 
+    def send_json_many(self, payloads: list[Any]) -> None:
+        """Several messages in one write (one syscall, and one segment when small)."""
+        if self.closed:
+            raise WebSocketClosed("closed")
+        try:
+            data = b"".join(self.conn.send(TextMessage(
+                data=json.dumps(p, separators=(",", ":"), ensure_ascii=False)))
+                for p in payloads)
+        except LocalProtocolError as err:
+            self.closed = True
+            raise WebSocketClosed(str(err)) from err
+        self._write(data)
+
     def send_text(self, text: str) -> None:
         if self.closed:
             raise WebSocketClosed("closed")

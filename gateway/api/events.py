@@ -310,10 +310,9 @@ def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
                 sock.close(code, batch.closed)
                 return
             metrics.observe_delivery("ws", batch.events)
-            for payload in batch.events:
-                if payload["type"] == "reset":
-                    payload = {**payload, "id": batch.cursor}
-                sock.send_json(payload)
+            if batch.events:
+                sock.send_json_many([{**p, "id": batch.cursor} if p["type"] == "reset" else p
+                                     for p in batch.events])
             if time.monotonic() >= next_ping:
                 # A protocol ping for proxies, a JSON one for browsers (they hide pings).
                 sock.ping()
