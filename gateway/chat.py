@@ -101,7 +101,8 @@ def _create(svc: Services, sending: Sending, sender_id: int, conversation_id: in
     # it again.
     sending.message = json.dumps(message.to_json())
     turn.new_last_id = message.id
-    svc.broker.append(members, event(EventType.MESSAGE_CREATED, message.to_json()))
+    # Appended as the turn ends (in its closing round trip where the engine can).
+    sending.fan_out = (svc.broker, members, event(EventType.MESSAGE_CREATED, message.to_json()))
     return message, True
 
 

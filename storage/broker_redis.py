@@ -32,12 +32,12 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 from storage.broker import Appended, Broker, Listener, LogRead
 from storage.events import Cursor, InvalidCursor, encode
-from storage.redis_conn import RedisClient, Script, server_major_version
+from storage.redis_conn import RedisClient, Script, run_scripts, server_major_version
 from storage.redis_keys import KeySpace
 from storage.redis_pubsub import Subscriber
 
@@ -98,6 +98,11 @@ local upto = math.min(last, offset + limit)
 return {epoch, last, 'ok',
         redis.call('XRANGE', KEYS[1], (offset + 1) .. '-0', upto .. '-0')}
 """)
+
+
+class PreparedAppend(NamedTuple):
+    calls: list[tuple[Script, Sequence[str], Sequence[Any]]]  # for run_scripts
+    finish: Callable[[list[Any]], dict[int, str]]
 
 
 class RedisBroker(Broker):
@@ -217,22 +222,38 @@ class RedisBroker(Broker):
     # --- the log -----------------------------------------------------------------------
 
     def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
+        prepared = self.prepare_append(user_ids, payload)
+        return prepared.finish(run_scripts(self.client, prepared.calls, raise_on_error=False))
+
+    def prepare_append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> PreparedAppend:
+        """``append`` in two halves, so a caller can send its script calls in a pipeline
+        of its own (RedisState ends a send's turn in the same round trip); ``finish``
+        takes their results, in order, exceptions included."""
         users = list(dict.fromkeys(user_ids))
         body = encode(payload)
         prefix = f"{_APPENDED}{self.origin}|"
-        calls = [(self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
-                                      self.keys.channel(u), prefix, self._publish))
+        calls = [(_APPEND, self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
+                                               self.keys.channel(u), prefix, self._publish))
                  for u in users]
         marks = [self._mark(u) for u in users] if self.subscriber is not None else None
-        results = _APPEND.many(self.client, calls)
-        appended = [Appended(u, str(epoch), int(offset), payload)
-                    for u, (epoch, offset) in zip(users, results, strict=True)]
-        if marks is not None:
-            for item, mark in zip(appended, marks, strict=True):
-                self._learn(item.user_id, item.epoch, item.offset, mark)
-        if self.listener is not None and appended:
-            self.listener.on_appended(appended)
-        return {a.user_id: str(Cursor(a.epoch, a.offset)) for a in appended}
+
+        def finish(results: list[Any]) -> dict[int, str]:
+            appended = [Appended(u, str(got[0]), int(got[1]), payload)
+                        for u, got in zip(users, results, strict=True)
+                        if not isinstance(got, Exception)]
+            if marks is not None:
+                for user_id, mark, got in zip(users, marks, results, strict=True):
+                    if not isinstance(got, Exception):
+                        self._learn(user_id, str(got[0]), int(got[1]), mark)
+            # What was appended reaches this process' connections even if a call failed.
+            if self.listener is not None and appended:
+                self.listener.on_appended(appended)
+            for got in results:
+                if isinstance(got, Exception):
+                    raise got
+            return {a.user_id: str(Cursor(a.epoch, a.offset)) for a in appended}
+
+        return PreparedAppend(calls, finish)
 
     def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
         position = Cursor.parse(cursor) if cursor is not None else None

@@ -24,13 +24,20 @@ from collections.abc import Sequence
 from redis.exceptions import ResponseError
 
 from storage.history import HistoryStore, Message, Watermark
-from storage.redis_conn import RedisClient
+from storage.redis_conn import RedisClient, Script
 
 # A conversation's tail shares its persist shard's hash tag, so recording a message in
-# both is one MULTI/EXEC on one slot, atomic in a Redis Cluster too.
+# both is one script on one slot, atomic in a Redis Cluster too.
 TAIL = "{prefix}:{{persist:{shard}}}:tail:{conversation_id}"  # zset: seq -> message JSON
 STREAM = "{prefix}:{{persist:{shard}}}:stream"  # entries: m=<message JSON>, u=<member ids>
 GROUP = "persisters"
+
+# Tail and stream together, atomically: one command (a MULTI/EXEC pipeline was four).
+# KEYS: tail, stream. ARGV: seq, message JSON, member ids ("1,2,3").
+_RECORD = Script("""
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'u', ARGV[3])
+""")
 
 
 class PersistBuffer:
@@ -55,10 +62,8 @@ class PersistBuffer:
         """Make ``message`` durable in Redis; returns the shard to drain."""
         body = json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
         shard = self.shard_of(message.conversation_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(self.tail_key(message.conversation_id), {body: message.seq})
-        pipe.xadd(self.stream_key(shard), {"m": body, "u": ",".join(map(str, member_ids))})
-        pipe.execute()
+        _RECORD(self.client, [self.tail_key(message.conversation_id), self.stream_key(shard)],
+                [message.seq, body, ",".join(map(str, member_ids))])
         return shard
 
     def tail(self, conversation_id: int) -> list[Message]:

@@ -11,7 +11,10 @@ import abc
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from storage.broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,17 @@ class SendClaim(NamedTuple):
 class Sending:
     """One send's claim and, when the claim is this request's, its conversation turn
     (SharedState.sending). Set ``message`` once the message is durable: leaving then
-    remembers it for retries; left None, the claim is released."""
+    remembers it for retries; left None, the claim is released. Set ``fan_out`` to
+    (broker, user ids, event): leaving appends it to those logs while the turn is still
+    held (so log order is seq order), before ending it."""
 
-    __slots__ = ("claim", "turn", "message")
+    __slots__ = ("claim", "turn", "message", "fan_out")
 
     def __init__(self, claim: SendClaim, turn: Turn | None = None) -> None:
         self.claim = claim
         self.turn = turn
         self.message: str | None = None
+        self.fan_out: tuple[Broker, list[int], dict[str, Any]] | None = None
 
 
 class SharedState(abc.ABC):
@@ -74,10 +80,11 @@ class SharedState(abc.ABC):
                 floor: Callable[[], int], rate: float, burst: int, ttl: float,
                 hold: float = SEND_CLAIM_HOLD,
                 timeout: float = SEND_TURN_TIMEOUT) -> Iterator[Sending]:
-        """``claim_send``; when claimed, the conversation's turn too. Leaving ends the
-        turn (recording ``turn.new_last_id`` unless the block raised) and settles the
-        claim with ``message``. The result is that of the three calls in order;
-        implementations may merge their round trips (Redis does)."""
+        """``claim_send``; when claimed, the conversation's turn too. Leaving appends
+        ``fan_out`` (unless the block raised), ends the turn (recording
+        ``turn.new_last_id`` unless the block raised) and settles the claim with
+        ``message``. The result is that of those calls in order; implementations may
+        merge their round trips (Redis does)."""
         claim = self.claim_send(sender_id, client_msg_id, rate=rate, burst=burst, hold=hold)
         sending = Sending(claim)
         if claim.outcome != "claimed":
@@ -88,6 +95,9 @@ class SharedState(abc.ABC):
             with self.conversation_turn(conversation_id, floor, timeout) as turn:
                 sending.turn = turn
                 yield sending
+                if sending.fan_out is not None:
+                    broker, users, payload = sending.fan_out
+                    broker.append(users, payload)
         except BaseException:
             self._settle_quietly(sender_id, client_msg_id, claim.token, sending.message, ttl)
             raise

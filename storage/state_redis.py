@@ -12,13 +12,21 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import gevent
 from redis.exceptions import RedisError
 
+from storage.broker_redis import RedisBroker
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
-from storage.redis_conn import RedisClient, Script, run_scripts, server_major_version
+from storage.redis_conn import (
+    RedisClient,
+    Script,
+    client_is_cluster,
+    run_scripts,
+    server_major_version,
+)
 from storage.redis_keys import KeySpace
 from storage.state import (
     FORGOTTEN,
@@ -227,6 +235,7 @@ class RedisState(SharedState):
                  worker_lease_ttl: float = 30.0, near_cache_ttl: float = 0.0) -> None:
         self.client = client
         self.keys = KeySpace(prefix)
+        self.cluster = client_is_cluster(client)
         self.lease = WorkerLease(client, self.keys, worker_lease_ttl)
         self.near: NearCache | None = None
         if near_cache_ttl > 0:
@@ -296,6 +305,10 @@ class RedisState(SharedState):
             yield sending
             if sending.turn.new_last_id is not None:
                 recorded = str(sending.turn.new_last_id)
+            fused = self._fusable(sending.fan_out)
+            if sending.fan_out is not None and fused is None:
+                broker, users, payload = sending.fan_out
+                broker.append(users, payload)
         except BaseException:
             results = run_scripts(self.client, [
                 (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),
@@ -305,10 +318,29 @@ class RedisState(SharedState):
                 if isinstance(result, Exception):  # both lapse by themselves
                     log.warning("could not end send %s: %s", client_msg_id, result)
             raise
-        run_scripts(self.client, [
+        calls = fused.calls if fused is not None else []
+        results = run_scripts(self.client, [
+            *calls,
             (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
             (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
-                                        ttl_ms])])
+                                        ttl_ms])], raise_on_error=fused is None)
+        for result in results[len(calls):]:
+            if isinstance(result, Exception):
+                raise result
+        if fused is not None:
+            fused.finish(results[:len(calls)])
+
+    def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None) -> Any:
+        """The fan-out prepared to go in the turn's closing pipeline, or None. Only on a
+        standalone server: one connection runs a pipeline in order, so the appends still
+        happen inside the turn. A cluster pipeline runs each node's part on its own, and
+        the turn could end on its shard before a member's log got the event on another."""
+        if fan_out is None or self.cluster:
+            return None
+        broker, users, payload = fan_out
+        if not isinstance(broker, RedisBroker) or broker.client is not self.client:
+            return None
+        return broker.prepare_append(users, payload)
 
     def _turn(self, got: list, seq_key: str, floor: Callable[[], int]) -> Turn:
         """The Turn a granted _TURN_BEGIN reply describes. No TTL on the counter: it

@@ -433,3 +433,43 @@ def test_tip_is_known_from_other_processes_appends_and_never_past_a_lost_connect
                and receiver.at_tip(61, missed))
     receiver.unwatch(61)
     assert not receiver.at_tip(61, missed)
+
+
+def test_a_sends_fan_out_goes_with_the_turns_end_and_a_failed_append_loses_nothing(
+        redis_url, request):
+    """On one server the members' appends share the round trip that ends the turn (a
+    cluster keeps them apart: its pipeline runs each node's part on its own). Either
+    way the turn ends and the claim remembers the durable message if an append fails."""
+    client, prefix = client_for(redis_url, request)
+    state = RedisState(client, prefix=prefix)
+    broker = RedisBroker(client, prefix=prefix)
+    listener = CountingListener()
+    broker.attach(listener)
+    request.addfinalizer(broker.close)
+    separate: list[Any] = []
+    append = broker.append
+    broker.append = lambda *a: separate.append(a) or append(*a)  # type: ignore[method-assign]
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
+    start = {u: broker.tip(u) for u in (71, 72, 73)}
+
+    with state.sending(71, "f1", 30, **options) as sending:
+        sending.message = '{"id": "1"}'
+        sending.fan_out = (broker, [71, 72], ev(1))
+    assert (separate == []) == (not state.cluster)
+    for user in (71, 72):
+        assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1]
+    assert listener.wakes[71] == 1 and listener.wakes[72] == 1  # local connections told
+
+    log_key = broker.keys.user(73)[0]
+    broker.append([73], ev(0))
+    client.delete(log_key)
+    client.set(log_key, "not a stream")  # 73's append will fail
+    with pytest.raises(redis.ResponseError):
+        with state.sending(72, "f2", 30, **options) as sending:
+            sending.message = '{"id": "2"}'
+            sending.fan_out = (broker, [72, 73], ev(2))
+    assert [e["data"]["n"] for e in broker.read(72, start[72], 10).events] == [1, 2]
+    with state.sending(72, "f2", 30, **options) as retry:  # durable: remembered
+        assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "2"}'
+    with state.sending(71, "f3", 30, timeout=0.5, **options) as after:  # the turn ended
+        assert after.turn is not None and after.turn.seq == 3

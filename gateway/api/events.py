@@ -176,10 +176,9 @@ def stream():
                 if not batch.events:
                     yield b": ping\n\n"
                 metrics.observe_delivery("sse", batch.events)
-                for payload in batch.events:
-                    if payload["type"] == "reset":
-                        payload = {**payload, "id": batch.cursor}
-                    yield _sse_frame(payload)
+                if batch.events:  # one chunk, one write, however many events
+                    yield b"".join(_sse_frame({**p, "id": batch.cursor} if p["type"] == "reset"
+                                              else p) for p in batch.events)
 
     # Bytes straight through: no per-chunk encoding generator nor closing wrapper.
     response = Response(_FeedBody(frames(), feed), mimetype="text/event-stream",

@@ -239,6 +239,41 @@ def test_sending_that_gets_no_turn_times_out_and_releases_its_claim(state):
         assert retry.claim.outcome == "claimed" and retry.turn is not None
 
 
+class TurnCheckingBroker:
+    """Records appends and whether the conversation's turn was still held then."""
+
+    def __init__(self, state, conversation: int) -> None:  # type: ignore[no-untyped-def]
+        self.state = state
+        self.conversation = conversation
+        self.appended: list[tuple[list[int], dict, bool]] = []
+
+    def append(self, users, payload):  # type: ignore[no-untyped-def]
+        from storage.state_memory import LockTimeout
+
+        try:
+            with _sending(self.state, 99, f"probe{len(self.appended)}", self.conversation,
+                          timeout=0.05):
+                held = False
+        except LockTimeout:
+            held = True
+        self.appended.append((users, payload, held))
+        return {}
+
+
+def test_sending_fans_out_while_the_turn_is_held_and_not_after_a_failure(state):
+    broker = TurnCheckingBroker(state, 24)
+    with _sending(state, 9, "fan", 24) as sending:
+        sending.message = '{"id": "1"}'
+        sending.fan_out = (broker, [9, 10], {"type": "message.created"})
+    # Appended once, while another send could not take the turn (the probe timed out).
+    assert broker.appended == [([9, 10], {"type": "message.created"}, True)]
+    with pytest.raises(RuntimeError):
+        with _sending(state, 9, "fan2", 24) as failed:
+            failed.fan_out = (broker, [9], {"type": "message.created"})
+            raise RuntimeError("not durable")
+    assert len(broker.appended) == 1
+
+
 def test_fill_never_caches_over_a_value_or_a_recent_forget(state):
     state.fill("k", "v1", 60)
     assert state.recall("k") == "v1"
