@@ -33,6 +33,7 @@ from gateway.feed import Feed
 from gateway.services import services
 from storage.db import release_session
 from storage.events import InvalidCursor, encode
+from storage.state_memory import LockTimeout
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
 log = logging.getLogger(__name__)
@@ -366,6 +367,14 @@ def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
     except UNAVAILABLE:
         # The same answer as HTTP's 503: the client retries with the same client_msg_id.
         return _ws_error(ref, unavailable("the message store is unavailable; retry shortly"))
+    except LockTimeout:
+        return _ws_error(ref, unavailable("the conversation is busy; retry shortly"))
+    except Exception:
+        # As HTTP's 500, and the connection keeps reading: an exception escaping here
+        # would end the greenlet that reads this client's frames.
+        log.exception("unhandled error in a WebSocket frame")
+        return {"type": "error", "ref": ref,
+                "data": {"status": 500, "code": "internal", "message": "internal error"}}
     finally:
         release_session()
 
