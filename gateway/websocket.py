@@ -85,7 +85,7 @@ class ServerWebSocket:
                 raise WebSocketClosed(str(err)) from err
 
     def send_json(self, payload: Any) -> None:
-        self.send_text(json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+        self.send_json_many([payload])
 
     def send_json_many(self, payloads: list[Any]) -> None:
         """Several messages in one write (one syscall, and one segment when small)."""
@@ -99,15 +99,6 @@ class ServerWebSocket:
             self.closed = True
             raise WebSocketClosed(str(err)) from err
         self._write(data)
-
-    def send_text(self, text: str) -> None:
-        if self.closed:
-            raise WebSocketClosed("closed")
-        try:
-            self._write(self.conn.send(TextMessage(data=text)))
-        except LocalProtocolError as err:
-            self.closed = True
-            raise WebSocketClosed(str(err)) from err
 
     def ping(self) -> None:
         if not self.closed and self.conn.state is ConnectionState.OPEN:

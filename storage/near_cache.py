@@ -37,7 +37,6 @@ class NearCache:
         self.generation = 0  # bumped by every invalidation that reaches this process
         self._values: dict[str, tuple[str, float]] = {}
         self._subscriber: Subscriber | None = None
-        self._confirmed = False
 
     # --- life --------------------------------------------------------------------------
 
@@ -55,17 +54,14 @@ class NearCache:
         if self._subscriber is not None:
             self._subscriber.stop()
             self._subscriber = None
-        self._confirmed = False
         self.clear()
 
     @property
     def live(self) -> bool:
+        """Subscribed and confirmed on the current connection: every announcement from
+        now on reaches this process."""
         subscriber = self._subscriber
-        if subscriber is None or not subscriber.ready:
-            return False
-        if not self._confirmed:
-            self._confirmed = not subscriber.is_pending(self.channel)
-        return self._confirmed
+        return subscriber is not None and subscriber.confirmed(self.channel)
 
     # --- reads and writes --------------------------------------------------------------
 

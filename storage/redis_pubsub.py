@@ -127,10 +127,6 @@ class Subscriber:
         """Connected, with every wanted channel's subscription sent."""
         return self._ready
 
-    def is_pending(self, channel: str) -> bool:
-        """Whether the server has yet to confirm the subscription to ``channel``."""
-        return channel in self._pending
-
     def confirmed(self, channel: str) -> bool:
         """Whether everything published on ``channel`` from now on reaches this process
         (until ``link_generation`` changes or the channel is unsubscribed)."""

@@ -17,7 +17,7 @@ from typing import Any
 import gevent
 from redis.exceptions import RedisError
 
-from storage.broker_redis import RedisBroker
+from storage.broker_redis import PreparedAppend, RedisBroker
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
 from storage.redis_conn import (
@@ -330,7 +330,8 @@ class RedisState(SharedState):
         if fused is not None:
             fused.finish(results[:len(calls)])
 
-    def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None) -> Any:
+    def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None
+                 ) -> PreparedAppend | None:
         """The fan-out prepared to go in the turn's closing pipeline, or None. Only on a
         standalone server: one connection runs a pipeline in order, so the appends still
         happen inside the turn. A cluster pipeline runs each node's part on its own, and

@@ -29,7 +29,7 @@ from gateway import websocket as ws
 from gateway.api.conversations import parse_message_id, parse_send
 from gateway.auth import authenticate, issue_ticket
 from gateway.errors import UNAVAILABLE, ApiError, bad_request, too_many, unavailable
-from gateway.feed import Feed
+from gateway.feed import Batch, Feed
 from gateway.services import services
 from storage.db import release_session
 from storage.events import InvalidCursor, encode
@@ -148,6 +148,12 @@ class _LongPoll(Response):
         yield from super().__call__(environ, start_response)
 
 
+def _with_reset_ids(batch: Batch) -> list[dict[str, Any]]:
+    """The batch's events as streams send them: a reset carries the cursor to resume at
+    as its id (SSE's Last-Event-ID, the WebSocket client's resume point)."""
+    return [{**p, "id": batch.cursor} if p["type"] == "reset" else p for p in batch.events]
+
+
 def _sse_frame(payload: dict[str, Any]) -> bytes:
     head = f"id: {payload['id']}\n" if "id" in payload else ""
     return f"{head}data: {encode(payload)}\n\n".encode()
@@ -178,8 +184,7 @@ def stream():
                     yield b": ping\n\n"
                 metrics.observe_delivery("sse", batch.events)
                 if batch.events:  # one chunk, one write, however many events
-                    yield b"".join(_sse_frame({**p, "id": batch.cursor} if p["type"] == "reset"
-                                              else p) for p in batch.events)
+                    yield b"".join(_sse_frame(p) for p in _with_reset_ids(batch))
 
     # Bytes straight through: no per-chunk encoding generator nor closing wrapper.
     response = Response(_FeedBody(frames(), feed), mimetype="text/event-stream",
@@ -311,8 +316,7 @@ def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
                 return
             metrics.observe_delivery("ws", batch.events)
             if batch.events:
-                sock.send_json_many([{**p, "id": batch.cursor} if p["type"] == "reset" else p
-                                     for p in batch.events])
+                sock.send_json_many(_with_reset_ids(batch))
             if time.monotonic() >= next_ping:
                 # A protocol ping for proxies, a JSON one for browsers (they hide pings).
                 sock.ping()
@@ -373,8 +377,7 @@ def _ws_handle(user_id: int, text: str) -> dict[str, Any] | None:
         # As HTTP's 500, and the connection keeps reading: an exception escaping here
         # would end the greenlet that reads this client's frames.
         log.exception("unhandled error in a WebSocket frame")
-        return {"type": "error", "ref": ref,
-                "data": {"status": 500, "code": "internal", "message": "internal error"}}
+        return _ws_error(ref, ApiError(500, "internal", "internal error"))
     finally:
         release_session()
 
