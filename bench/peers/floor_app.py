@@ -26,7 +26,10 @@ app = Flask(__name__)
 _redis = redis.Redis.from_url(os.environ.get("FLOOR_REDIS_URL", "redis://127.0.0.1:6379/0"))
 # channel -> set of local listeners (each a callable taking the message text)
 _listeners: dict[str, set] = defaultdict(set)
-_mailboxes: dict[str, tuple[deque, Event]] = {}
+# sub -> [queue, wake-up, number of the newest poll]: only the newest poll of a
+# subscriber takes its messages, so a poll left parked by a client that went away
+# (the previous run's) cannot empty the mailbox into a dead socket.
+_mailboxes: dict[str, list] = {}
 
 
 def _pump() -> None:
@@ -99,16 +102,20 @@ def long_poll(channels: str):
     wait = float(request.args.get("wait", "0"))
     box = _mailboxes.get(sub)
     if box is None:
-        box = _mailboxes[sub] = (deque(), Event())
-        queue, ready = box
+        box = _mailboxes[sub] = [deque(), Event(), 0]
+        queue, ready = box[0], box[1]
 
         def listener(text: str) -> None:
             queue.append(text)
             ready.set()
         _listen(channels.split(","), listener)
-    queue, ready = box
+    queue, ready = box[0], box[1]
+    box[2] += 1
+    mine = box[2]
     if not queue and wait:
         ready.wait(wait)
+    if box[2] != mine:  # a newer poll of this subscriber takes the messages
+        return Response("[]", mimetype="application/json")
     ready.clear()
     out = list(queue)
     queue.clear()
