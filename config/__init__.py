@@ -54,9 +54,10 @@ class Settings:
     # becomes reusable after this long; 1024 ids make churn of a few per minute harmless.
     redis_worker_lease_ttl: float = 30.0
     # Seconds a gateway process keeps its own copy of a member list or session read from
-    # Redis; every change is announced to all processes, which drop theirs at once, so
-    # this only bounds staleness if an announcement is lost. 0: read Redis every time.
-    near_cache_ttl: float = 10.0
+    # Redis. Every change is announced to all processes, which drop theirs at once, and
+    # copies are dropped within ~3 s of the announcements' connection going silent, so
+    # this is only a second bound on staleness. 0: read Redis every time.
+    near_cache_ttl: float = 60.0
     # Online sets are split into this many hash-tagged keys so a Redis Cluster spreads
     # presence over its shards; each shard is swept by one atomic script.
     redis_presence_shards: int = 16

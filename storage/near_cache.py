@@ -8,8 +8,12 @@ publishes the key on one channel so every process drops its copy.
 Pub/sub is at-most-once, so a copy is only trusted while the subscription is known to
 be live: not before it is confirmed, not while the connection is down, and everything
 is dropped when it recovers. A generation counter keeps a read that raced an
-invalidation from storing what it read. The ``ttl`` bounds the one window left open
-(an invalidation published between a reconnect and its re-subscription).
+invalidation from storing what it read.
+
+Pub/sub loses nothing on a connection that stays up, so the one window left open is a
+connection that died without a word (a half-open TCP link): the subscription PINGs
+after ``heartbeat`` seconds of silence and counts the link dead after three, which
+bounds how long a missed change can be served. ``ttl`` only bounds it a second time.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ log = logging.getLogger(__name__)
 
 class NearCache:
     def __init__(self, client: RedisClient, channel: str, *, sharded: bool,
-                 ttl: float = 10.0, max_entries: int = 50_000) -> None:
+                 ttl: float = 60.0, heartbeat: float = 1.0,
+                 max_entries: int = 50_000) -> None:
         self.client = client
         self.channel = channel
         self.sharded = sharded
         self.ttl = ttl
+        self.heartbeat = heartbeat
         self.max_entries = max_entries
         self.origin = secrets.token_hex(6)
         self.generation = 0  # bumped by every invalidation that reaches this process
@@ -46,7 +52,8 @@ class NearCache:
             return
         self._subscriber = Subscriber(
             self.client, sharded=self.sharded, on_message=self._on_message,
-            on_recover=self._on_recover, name=f"near-cache:{self.origin}")
+            on_recover=self._on_recover, health_check_interval=self.heartbeat,
+            name=f"near-cache:{self.origin}")
         self._subscriber.start()
         self._subscriber.subscribe(self.channel)
 

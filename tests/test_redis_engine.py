@@ -402,6 +402,40 @@ def test_near_cache_copies_expire_and_are_dropped_while_pub_sub_is_down(states, 
     wait_until(lambda: b.recall("k") == "changed", timeout=5.0)  # well inside b's ttl
 
 
+def pause_every_node(url: str, ms: int) -> None:
+    """CLIENT PAUSE ALL on every node: its connections stay open and hear nothing, as
+    over a link that died without a word."""
+    client = connect(url, pool_size=4)
+    try:
+        nodes = client.get_primaries() if hasattr(client, "get_primaries") else [None]
+        for node in nodes:
+            target = node.redis_connection if node is not None else client
+            target.execute_command("CLIENT PAUSE", ms, "ALL")
+    finally:
+        client.close()
+
+
+def test_near_cache_stops_trusting_copies_soon_after_its_connection_goes_silent(
+        states, redis_url):
+    # Within three heartbeats of silence, not after the (long) ttl: a change announced
+    # over a half-open link would be lost, so copies must not outlive its detection.
+    a, b = states(), states(ttl=60.0)
+    assert b.near is not None
+    b.near.heartbeat = 0.2
+    a.remember("k", "v", 60)
+    assert b.recall("k") == "v" and b.near.get("k") == "v"
+    time.sleep(0.5)
+    assert b.near.get("k") == "v"  # a quiet but answering link keeps its copies
+    pause_every_node(redis_url, 2500)
+    started = time.monotonic()
+    wait_until(lambda: b.near.get("k") is None, timeout=2.0)
+    assert time.monotonic() - started < 2.0
+    time.sleep(max(0.0, started + 2.6 - time.monotonic()))  # the pause is over
+    # and once the subscription is back, copies are kept again
+    wait_until(lambda: b.recall("k") == "v" and b.near is not None
+               and b.near.get("k") == "v", timeout=10.0)
+
+
 def test_tip_is_known_from_other_processes_appends_and_never_past_a_lost_connection(
         redis_url, brokers):
     """``at_tip`` (a long-poll at its last cursor skips its read) must never be True
