@@ -20,6 +20,9 @@ def test_floor_long_poll_messages_go_to_the_newest_poll(tmp_path):
     server = FloorServer("floor", tmp_path, require_service("redis"), None).start()
     base = f"http://127.0.0.1:{server.port}"
     try:
+        started = time.monotonic()
+        first = requests.get(f"{base}/lp/u1?sub=7&wait=10", timeout=20)
+        assert first.json() == [] and time.monotonic() - started < 5  # subscribed
         with ThreadPoolExecutor(2) as pool:
             stale = pool.submit(requests.get, f"{base}/lp/u1?sub=7&wait=10", timeout=20)
             time.sleep(0.5)

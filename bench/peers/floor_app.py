@@ -109,6 +109,9 @@ def long_poll(channels: str):
             queue.append(text)
             ready.set()
         _listen(channels.split(","), listener)
+        # Subscribed: say so at once, as the SSE and WebSocket routes' "ready" does,
+        # instead of holding the client's first poll for ``wait`` seconds.
+        return Response("[]", mimetype="application/json")
     queue, ready = box[0], box[1]
     box[2] += 1
     mine = box[2]
