@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 _LOCK_TTL_MS = 5_000
 _LOCK_FIRST_WAIT = 0.002  # seconds between attempts, doubling up to _LOCK_MAX_WAIT
 _LOCK_MAX_WAIT = 0.05
+# Pauses between attempts to end a send whose closing round trip failed (None: give
+# up); 1.75 s in all, attempts included, well inside SEND_CLAIM_HOLD.
+_END_RETRIES = (0.05, 0.2, 0.5, 1.0, None)
 
 # KEYS: turn lock, seq counter, last id. ARGV: token, lock ttl (ms). Returns {0} when
 # the turn is taken; else {1, seq, last id}, or {2, 0, last id} when the counter is
@@ -310,25 +313,50 @@ class RedisState(SharedState):
                 broker, users, payload = sending.fan_out
                 broker.append(users, payload)
         except BaseException:
-            results = run_scripts(self.client, [
+            self._end_send(client_msg_id, [
                 (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),
                 (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
-                                            ttl_ms])], raise_on_error=False)
-            for result in results:
-                if isinstance(result, Exception):  # both lapse by themselves
-                    log.warning("could not end send %s: %s", client_msg_id, result)
+                                            ttl_ms])])
             raise
         calls = fused.calls if fused is not None else []
-        results = run_scripts(self.client, [
-            *calls,
+        closing = [
             (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
             (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
-                                        ttl_ms])], raise_on_error=fused is None)
+                                        ttl_ms])]
+        try:
+            results = run_scripts(self.client, [*calls, *closing],
+                                  raise_on_error=fused is None)
+        except RedisError:
+            # The message may be durable already: a claim left pending would lapse, and
+            # a retry after that would store it again. Settle it before failing (the
+            # appends are not repeated: they may have run, and fan-out is best effort
+            # once the message is durable, as when an append fails).
+            self._end_send(client_msg_id, closing)
+            raise
         for result in results[len(calls):]:
             if isinstance(result, Exception):
                 raise result
         if fused is not None:
             fused.finish(results[:len(calls)])
+
+    def _end_send(self, client_msg_id: str, closing: list[tuple[Script, list[str], list]]
+                  ) -> None:
+        """End a failed send's turn and settle its claim, retrying a connection that
+        dropped for well under the claim's hold. Both scripts are safe to repeat (each
+        checks its token). Past the last attempt both lapse by themselves."""
+        deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
+        for delay in _END_RETRIES:
+            try:
+                results = run_scripts(self.client, closing, raise_on_error=False)
+            except RedisError as exc:
+                results = [exc]
+            failed = [r for r in results if isinstance(r, Exception)]
+            if not failed:
+                return
+            if delay is None or time.monotonic() + delay > deadline:  # slow attempts
+                log.warning("could not end send %s: %s", client_msg_id, failed[0])
+                return
+            gevent.sleep(delay)
 
     def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None
                  ) -> PreparedAppend | None:

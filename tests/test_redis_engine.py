@@ -507,3 +507,37 @@ def test_a_sends_fan_out_goes_with_the_turns_end_and_a_failed_append_loses_nothi
         assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "2"}'
     with state.sending(71, "f3", 30, timeout=0.5, **options) as after:  # the turn ended
         assert after.turn is not None and after.turn.seq == 3
+
+
+@pytest.mark.parametrize("drops", [1, 3])
+def test_a_send_whose_closing_round_trip_drops_is_still_answered_to_its_retry(
+        redis_url, request, monkeypatch, drops):
+    """The message is durable before the round trip that ends the turn and settles the
+    claim. If that round trip is lost with its connection, the send still settles
+    (retrying), so a client's retry gets the message instead of storing it twice once
+    the claim would have lapsed."""
+    import storage.state_redis as state_redis
+
+    client, prefix = client_for(redis_url, request)
+    state = RedisState(client, prefix=prefix)
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
+    real = state_redis.run_scripts
+    left = [drops]
+
+    def dropping(client: Any, calls: Any, raise_on_error: bool = True) -> list[Any]:
+        if left[0] and any(script is state_redis._SETTLE_SEND for script, _, _ in calls):
+            left[0] -= 1
+            raise redis.ConnectionError("connection lost (test)")
+        return real(client, calls, raise_on_error)
+
+    monkeypatch.setattr(state_redis, "run_scripts", dropping)
+    with pytest.raises(redis.ConnectionError):
+        with state.sending(81, "d1", 40, **options) as sending:
+            assert sending.turn is not None and sending.turn.seq == 1
+            sending.message = '{"id": "1"}'  # durable from here on
+            sending.turn.new_last_id = 1
+    assert left[0] == 0
+    with state.sending(81, "d1", 40, **options) as retry:
+        assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "1"}'
+    with state.sending(81, "d2", 40, timeout=0.5, **options) as after:  # the turn ended
+        assert after.turn is not None and after.turn.seq == 2
