@@ -301,8 +301,11 @@ class Floor(Target):
 
             async def read_polls() -> None:
                 while True:
+                    # The first poll only subscribes (answered at once), so connecting
+                    # never waits out a long-poll on a subscriber an earlier run made.
+                    now = wait if conn.ready.done() else 0
                     resp = await conn.http.request(
-                        "GET", f"/lp/{chans}?sub={user.uid}&wait={wait}")
+                        "GET", f"/lp/{chans}?sub={user.uid}&wait={now}")
                     if resp.status != 200:
                         raise HttpError(resp.status, resp.body)
                     if not conn.ready.done():
