@@ -28,6 +28,7 @@ from gevent.queue import Full, Queue
 from redis.exceptions import RedisError
 
 from config import Settings
+from gateway.errors import UNAVAILABLE
 from gateway.hub import Hub, Subscription
 from storage.broker import Broker
 from storage.connections import ConnectionRegistry
@@ -189,7 +190,12 @@ class Notifier:
                 try:
                     live = self.registry.live({u for _, recipients in jobs
                                                for u in recipients})
-                except Exception:  # the registry is away: these get no push, later ones may
+                except UNAVAILABLE as exc:  # Redis away or its pool exhausted (overload):
+                    # these get no push, later ones may. One line, not a traceback per burst.
+                    log.warning("notification look-up skipped for %d messages: %s",
+                                len(jobs), exc)
+                    continue
+                except Exception:
                     log.exception("notification look-up failed for %d messages", len(jobs))
                     continue
             for message, recipients in jobs:

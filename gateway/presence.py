@@ -8,6 +8,7 @@ import time
 import gevent
 from flask import Flask
 
+from gateway.errors import UNAVAILABLE
 from storage.broker import Broker
 from storage.events import EventType, event
 from storage.presence import PresenceTracker, Status
@@ -108,6 +109,8 @@ class PresenceService:
                     with app.app_context():
                         self.renew()
                         self.sweep()
+                except UNAVAILABLE as exc:  # Redis away or overloaded: the next round retries
+                    log.warning("presence sweep skipped: %s", exc)
                 except Exception:
                     log.exception("presence sweep failed")
         return gevent.spawn(loop)
