@@ -68,13 +68,14 @@ end
 
 # ARGV[3]: window size, ARGV[4]: event JSON, ARGV[5]: channel, ARGV[6]: message prefix
 # ("a<origin>|"), ARGV[7]: publish command (SPUBLISH on a sharded server, else PUBLISH).
-_APPEND = Script(_ENSURE_EPOCH + """
+APPEND_SOURCE = _ENSURE_EPOCH + """
 local offset = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'e', ARGV[4])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 redis.call(ARGV[7], ARGV[5], ARGV[6] .. epoch .. '|' .. offset .. '|' .. ARGV[4])
 return {epoch, offset}
-""")
+"""
+_APPEND = Script(APPEND_SOURCE)
 
 # ARGV[3]: window size, ARGV[4]: cursor epoch ('' for none), ARGV[5]: cursor offset,
 # ARGV[6]: limit. Returns {epoch, last offset, status, entries}; status is 'ok',
@@ -103,6 +104,9 @@ return {epoch, last, 'ok',
 class PreparedAppend(NamedTuple):
     calls: list[tuple[Script, Sequence[str], Sequence[Any]]]  # for run_scripts
     finish: Callable[[list[Any]], dict[int, str]]
+    # The appends ran but their results were lost (a dropped reply): this process'
+    # connections of those users read their logs instead, and their tips are relearnt.
+    unknown: Callable[[], None]
 
 
 class RedisBroker(Broker):
@@ -253,7 +257,13 @@ class RedisBroker(Broker):
                     raise got
             return {a.user_id: str(Cursor(a.epoch, a.offset)) for a in appended}
 
-        return PreparedAppend(calls, finish)
+        def unknown() -> None:
+            for user_id in users:
+                self._tips.pop(user_id, None)
+            if self.listener is not None:
+                self.listener.on_wake(users)
+
+        return PreparedAppend(calls, finish, unknown)
 
     def read(self, user_id: int, cursor: str | None, limit: int) -> LogRead:
         position = Cursor.parse(cursor) if cursor is not None else None

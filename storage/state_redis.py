@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import gevent
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from storage.broker_redis import PreparedAppend, RedisBroker
+from storage.broker_redis import APPEND_SOURCE, PreparedAppend, RedisBroker
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
 from storage.redis_conn import (
@@ -122,6 +124,44 @@ if value and value ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1])
 else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
+""")
+# A send's whole close on one server, atomically: the members' appends, the turn's end
+# and the claim's settling. Atomic, so a reply lost with its connection leaves nothing
+# half-done: the script either ran or not, and running it again is safe - the appends
+# run only while the claim is still this send's (not yet settled), or on the first try.
+# KEYS: send record, turn lock, last id, then each member's K append keys. ARGV: pending
+# value, message, record ttl (ms), turn token, new last id ('' none), its ttl (s), K, A,
+# retry ('1'/'0'), then each member's A append arguments. Returns {1 if the claim was
+# this send's, each append's result or {'~error', message}}.
+_CLOSING = Script("""
+local function append(KEYS, ARGV)
+""" + APPEND_SOURCE + """
+end
+local value = redis.call('GET', KEYS[1])
+local ours = (not value) or value == ARGV[1]
+local results = {}
+if ours or ARGV[9] == '0' then
+  local k, a = tonumber(ARGV[7]), tonumber(ARGV[8])
+  for i = 0, (#KEYS - 3) / k - 1 do
+    local keys, args = {}, {}
+    for j = 1, k do keys[j] = KEYS[3 + i * k + j] end
+    for j = 1, a do args[j] = ARGV[9 + i * a + j] end
+    local ok, got = pcall(append, keys, args)
+    if not ok then
+      got = {'~error', type(got) == 'table' and got.err or tostring(got)}
+    end
+    results[i + 1] = got
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[4] then
+  if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6]) end
+  redis.call('DEL', KEYS[2])
+end
+if ours then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+  else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+end
+return {ours and 1 or 0, results}
 """)
 _PENDING = "~pending:"  # a claimed, unsettled send; messages are JSON, never start so
 # 1: renewed; 2: it had expired and nobody took it, so it is ours again; 0: lost.
@@ -318,26 +358,49 @@ class RedisState(SharedState):
                 (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
                                             ttl_ms])])
             raise
-        calls = fused.calls if fused is not None else []
+        if fused is not None:
+            self._close(fused, [record[0], lock, last_key],
+                        [_PENDING + claim_token, sending.message or "", ttl_ms, turn_token,
+                         recorded, LAST_ID_TTL])
+            return
         closing = [
             (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
             (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
                                         ttl_ms])]
         try:
-            results = run_scripts(self.client, [*calls, *closing],
-                                  raise_on_error=fused is None)
+            run_scripts(self.client, closing)
         except RedisError:
             # The message may be durable already: a claim left pending would lapse, and
             # a retry after that would store it again. Settle it before failing (the
-            # appends are not repeated: they may have run, and fan-out is best effort
-            # once the message is durable, as when an append fails).
+            # fan-out, done before this on a cluster, is not the question here).
             self._end_send(client_msg_id, closing)
             raise
-        for result in results[len(calls):]:
-            if isinstance(result, Exception):
-                raise result
-        if fused is not None:
-            fused.finish(results[:len(calls)])
+
+    def _close(self, fused: PreparedAppend, keys: list[str], args: list[Any]) -> None:
+        """Run _CLOSING; if its reply is lost with the connection, run it again (it is
+        all or nothing, and guarded) for up to _END_RETRIES' pauses before failing."""
+        append_keys = [key for _, call_keys, _ in fused.calls for key in call_keys]
+        append_args = [arg for _, _, call_args in fused.calls for arg in call_args]
+        shape = [len(fused.calls[0][1]), len(fused.calls[0][2])]
+        error: RedisError | None = None
+        for attempt, delay in enumerate(_END_RETRIES):
+            try:
+                ours, results = _CLOSING(self.client, [*keys, *append_keys],
+                                         [*args, *shape, int(attempt > 0), *append_args])
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                error = error or exc
+                if delay is None:
+                    break
+                gevent.sleep(delay)
+                continue
+            if attempt > 0 and not int(ours):
+                fused.unknown()  # the lost attempt ran: its appends' offsets are unknown
+                return
+            fused.finish([ResponseError(str(got[1])) if got and got[0] == "~error" else got
+                          for got in results])
+            return
+        assert error is not None
+        raise error
 
     def _end_send(self, client_msg_id: str, closing: list[tuple[Script, list[str], list]]
                   ) -> None:

@@ -541,3 +541,48 @@ def test_a_send_whose_closing_round_trip_drops_is_still_answered_to_its_retry(
         assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "1"}'
     with state.sending(81, "d2", 40, timeout=0.5, **options) as after:  # the turn ended
         assert after.turn is not None and after.turn.seq == 2
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "request-lost"])
+def test_a_sends_close_is_all_or_nothing_and_a_lost_reply_is_recovered_exactly(
+        request, monkeypatch, ran):
+    """On one server a send's appends, turn end and settling are one atomic script.
+    When its connection drops, the script either ran (only the reply is lost) or did
+    not; the retry runs it only in the second case. Either way every member's log gets
+    the event exactly once, the claim remembers the message and the turn ends."""
+    import storage.state_redis as state_redis
+
+    client, prefix = client_for(require_service("redis"), request)
+    state = RedisState(client, prefix=prefix)
+    broker = RedisBroker(client, prefix=prefix)
+    listener = CountingListener()
+    broker.attach(listener)
+    request.addfinalizer(broker.close)
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
+    start = {u: broker.tip(u) for u in (91, 92)}
+    real = state_redis._CLOSING
+    drops = [1]
+
+    class Dropping:
+        def __call__(self, client: Any, keys: Any, args: Any) -> Any:
+            if drops[0]:
+                drops[0] -= 1
+                if ran:
+                    real(client, keys, args)
+                raise redis.ConnectionError("connection lost (test)")
+            return real(client, keys, args)
+
+    monkeypatch.setattr(state_redis, "_CLOSING", Dropping())
+    with state.sending(91, "c1", 50, **options) as sending:  # no error reaches the sender
+        sending.message = '{"id": "1"}'
+        sending.turn.new_last_id = 1  # type: ignore[union-attr]
+        sending.fan_out = (broker, [91, 92], ev(1))
+    assert drops == [0]
+    for user in (91, 92):
+        assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1]
+        assert listener.wakes[user] == 1  # this process' connections are told once
+        assert not broker.at_tip(user, start[user])
+    with state.sending(91, "c1", 50, **options) as retry:
+        assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "1"}'
+    with state.sending(92, "c2", 50, timeout=0.5, **options) as after:  # the turn ended
+        assert after.turn is not None and after.turn.seq == 2
