@@ -383,13 +383,14 @@ class RedisState(SharedState):
         append_args = [arg for _, _, call_args in fused.calls for arg in call_args]
         shape = [len(fused.calls[0][1]), len(fused.calls[0][2])]
         error: RedisError | None = None
+        deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
         for attempt, delay in enumerate(_END_RETRIES):
             try:
                 ours, results = _CLOSING(self.client, [*keys, *append_keys],
                                          [*args, *shape, int(attempt > 0), *append_args])
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 error = error or exc
-                if delay is None:
+                if delay is None or time.monotonic() + delay > deadline:  # slow attempts
                     break
                 gevent.sleep(delay)
                 continue
