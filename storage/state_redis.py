@@ -311,8 +311,9 @@ class RedisState(SharedState):
         # Two round trips for a send in the usual case instead of four: the claim and
         # the turn are asked for together (a turn taken for a claim that turns out
         # "sent", "pending" or "limited" is handed back at once, a rare path), and the
-        # turn's end and the claim's settling go together. They live on different
-        # shards of a cluster (sender's and conversation's tags): one pipeline each way.
+        # turn's end and the claim's settling go together (on one server, with the
+        # members' appends, in one atomic script). They live on different shards of a
+        # cluster (sender's and conversation's tags): one pipeline each way.
         record = self.keys.sends(sender_id, client_msg_id)
         lock, seq_key, last_key = self.keys.conversation(conversation_id)
         claim_token = secrets.token_hex(8)
@@ -424,10 +425,10 @@ class RedisState(SharedState):
 
     def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None
                  ) -> PreparedAppend | None:
-        """The fan-out prepared to go in the turn's closing pipeline, or None. Only on a
-        standalone server: one connection runs a pipeline in order, so the appends still
-        happen inside the turn. A cluster pipeline runs each node's part on its own, and
-        the turn could end on its shard before a member's log got the event on another."""
+        """The fan-out prepared to go in the send's closing script (_CLOSING), or None.
+        Only on a standalone server: a script may touch keys of any slot there. On a
+        cluster the members' logs live on other shards than the turn, so the appends are
+        made (in the turn) before the close instead."""
         if fan_out is None or self.cluster:
             return None
         broker, users, payload = fan_out
