@@ -19,7 +19,6 @@ import gevent
 import redis
 from flask import Flask, Response, request
 from gevent.event import Event
-from simple_websocket import ConnectionClosed, Server
 
 PREFIX = "floor:"
 app = Flask(__name__)
@@ -127,6 +126,10 @@ def long_poll(channels: str):
 
 @app.route("/ws/<channels>", websocket=True)
 def websocket(channels: str):
+    # A bench-only package (bench/requirements.txt): imported here, so the floor's other
+    # routes run with the project's own requirements (its test does).
+    from simple_websocket import ConnectionClosed, Server
+
     _ensure_pump()
     names = channels.split(",")
     sock = Server.accept(request.environ)
