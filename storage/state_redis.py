@@ -56,6 +56,17 @@ _LOCK_MAX_WAIT = 0.05
 # up); 1.75 s in all, attempts included, well inside SEND_CLAIM_HOLD.
 _END_RETRIES = (0.05, 0.2, 0.5, 1.0, None)
 
+
+def _end_attempts() -> Iterator[int]:
+    """Attempt numbers for ending a failed send, pausing between them; stops after the
+    last, or early when slow attempts (timeouts) would overrun the 1.75 s in all."""
+    deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
+    for attempt, delay in enumerate(_END_RETRIES):
+        yield attempt
+        if delay is None or time.monotonic() + delay > deadline:
+            return
+        gevent.sleep(delay)
+
 # KEYS: turn lock, seq counter, last id. ARGV: token, lock ttl (ms). Returns {0} when
 # the turn is taken; else {1, seq, last id}, or {2, 0, last id} when the counter is
 # missing and the caller must start it from history (the turn is held either way).
@@ -384,16 +395,12 @@ class RedisState(SharedState):
         append_args = [arg for _, _, call_args in fused.calls for arg in call_args]
         shape = [len(fused.calls[0][1]), len(fused.calls[0][2])]
         error: RedisError | None = None
-        deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
-        for attempt, delay in enumerate(_END_RETRIES):
+        for attempt in _end_attempts():
             try:
                 ours, results = _CLOSING(self.client, [*keys, *append_keys],
                                          [*args, *shape, int(attempt > 0), *append_args])
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 error = error or exc
-                if delay is None or time.monotonic() + delay > deadline:  # slow attempts
-                    break
-                gevent.sleep(delay)
                 continue
             if attempt > 0 and not int(ours):
                 fused.unknown()  # the lost attempt ran: its appends' offsets are unknown
@@ -409,8 +416,8 @@ class RedisState(SharedState):
         """End a failed send's turn and settle its claim, retrying a connection that
         dropped for well under the claim's hold. Both scripts are safe to repeat (each
         checks its token). Past the last attempt both lapse by themselves."""
-        deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
-        for delay in _END_RETRIES:
+        failed: list[Exception] = []
+        for _ in _end_attempts():
             try:
                 results = run_scripts(self.client, closing, raise_on_error=False)
             except RedisError as exc:
@@ -418,10 +425,7 @@ class RedisState(SharedState):
             failed = [r for r in results if isinstance(r, Exception)]
             if not failed:
                 return
-            if delay is None or time.monotonic() + delay > deadline:  # slow attempts
-                log.warning("could not end send %s: %s", client_msg_id, failed[0])
-                return
-            gevent.sleep(delay)
+        log.warning("could not end send %s: %s", client_msg_id, failed[0])
 
     def _fusable(self, fan_out: tuple[Any, list[int], dict[str, Any]] | None
                  ) -> PreparedAppend | None:
