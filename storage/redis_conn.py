@@ -13,7 +13,15 @@ from typing import Any, Union
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Union[redis.Redis, RedisCluster]  # noqa: UP007 - a runtime alias
 
@@ -85,6 +93,14 @@ class Script:
     Every key a script touches is passed in KEYS and shares one hash tag, so the script
     runs on one Cluster shard. Cluster pipelines refuse redis-py's ``evalsha`` helper,
     so calls go through ``execute_command``, which routes EVALSHA by its first key.
+
+    A script is sent once. Most of them are not idempotent (an append, a counter, a
+    claim), and a connection lost after the server ran one cannot tell that from one
+    lost before: the ``ConnectionError`` goes to the caller, who knows what a second
+    run would do. A standalone client already behaves so (its Retry has 0 retries);
+    a cluster client would send the script again up to 10 times, so on a cluster it is
+    aimed at its node explicitly, which redis-py runs without those retries (it still
+    follows MOVED and ASK, which mean the script did not run).
     """
 
     def __init__(self, source: str) -> None:
@@ -92,11 +108,16 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        options: dict[str, Any] = {}
+        if isinstance(client, RedisCluster):
+            options["target_nodes"] = client.get_node_from_key(keys[0])
         try:
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args,
+                                          **options)
         except NoScriptError:
             client.script_load(self.source)
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args,
+                                          **options)
 
     def many(self, client: RedisClient,
              calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
@@ -131,7 +152,52 @@ def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str]
 
 def _pipeline(client: RedisClient,
               calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    if isinstance(client, RedisCluster):
+        return _node_pipelines(client, calls)
+    return _send(client, calls)
+
+
+def _send(client: redis.Redis,
+          calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return list(pipe.execute(raise_on_error=False))
+
+
+# Replies saying a node did not run the script: the slot lives elsewhere or is moving.
+_REFUSED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+
+
+def _node_pipelines(client: RedisCluster,
+                    calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    """One plain pipeline per node, each call sent once (see Script).
+
+    redis-py's cluster pipeline sends a call whose connection failed again on its own,
+    after it may have run; here that call's result is the error. A call its node
+    refused is run again where the slot lives now.
+    """
+    by_node: dict[str, list[int]] = {}
+    nodes = {}
+    for index, (_, keys, _) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
+        nodes[node.name] = node
+        by_node.setdefault(node.name, []).append(index)
+    results: list[Any] = [None] * len(calls)
+    for name, indexes in by_node.items():
+        try:
+            replies = _send(client.get_redis_connection(nodes[name]),
+                            [calls[i] for i in indexes])
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            client.nodes_manager.initialize()  # the node may have failed over
+            replies = [exc] * len(indexes)
+        for index, reply in zip(indexes, replies, strict=True):
+            results[index] = reply
+    for index, reply in enumerate(results):
+        if isinstance(reply, _REFUSED):
+            script, keys, args = calls[index]
+            try:
+                results[index] = script(client, keys, args)
+            except RedisError as exc:
+                results[index] = exc
+    return results

@@ -488,6 +488,8 @@ class RedisState(SharedState):
         deadline = time.monotonic() + timeout
         wait = _LOCK_FIRST_WAIT
         while not self.client.set(key, token, nx=True, px=_LOCK_TTL_MS):
+            if self.client.get(key) == token:
+                break  # a cluster client sent the SET again after its reply was lost
             if time.monotonic() >= deadline:
                 raise LockTimeout(name)
             gevent.sleep(wait * random.uniform(0.5, 1.0))  # jitter: no lockstep retries
