@@ -226,10 +226,13 @@ class Switchboard(Target):
             conn.ready.set_result(None)
             wait = 25 if transport == "longpoll" else 0
 
+            # As the SDK does: a long-poll is not woken for this client's own sends.
+            own = f"&own_prefix={self._send_prefix(user)}" if wait else ""
+
             async def read_polls() -> None:
                 while True:
                     resp = await conn.http.request(
-                        "GET", f"/v1/events?cursor={conn.cursor}&wait={wait}&limit=500",
+                        "GET", f"/v1/events?cursor={conn.cursor}&wait={wait}&limit=500{own}",
                         self._auth(user))
                     if resp.status != 200:
                         raise HttpError(resp.status, resp.body)
@@ -243,17 +246,23 @@ class Switchboard(Target):
         await conn.ready
         return conn
 
+    @staticmethod
+    def _send_prefix(user: User) -> str:
+        return f"u{user.uid}-"
+
     async def send(self, conn: Connection, conv: Conv, key: str, text: str) -> None:
+        client_msg_id = self._send_prefix(conn.user) + key
         if conn.transport == "ws" and conn.ws is not None:
             ref = next(conn.refs)
             fut = asyncio.get_running_loop().create_future()
             conn.pending[ref] = fut
             conn.ws.send_json({"type": "send", "ref": ref, "conversation_id": conv.id,
-                               "client_msg_id": key, "text": text})
+                               "client_msg_id": client_msg_id, "text": text})
             await fut
             return
         await self.pool.json("POST", f"/v1/conversations/{conv.id}/messages",
-                             {"client_msg_id": key, "text": text}, self._auth(conn.user))
+                             {"client_msg_id": client_msg_id, "text": text},
+                             self._auth(conn.user))
 
 
 # --------------------------------------------------------------------- floor

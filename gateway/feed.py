@@ -33,10 +33,16 @@ class Batch(NamedTuple):
 
 
 class Feed:
+    """``own_prefix`` (long-poll only): the client_msg_id prefix of this client's own
+    sends. Their ``message.created`` events do not end a wait: the client has each from
+    its send's answer, and waking its poll for it would cost a whole request cycle per
+    message. They come with the next answer, so the cursor still passes them in order."""
+
     def __init__(self, svc: Services, user_id: int, session_id: str, cursor: str | None,
-                 transport: str, prefetch: int = 0) -> None:
+                 transport: str, prefetch: int = 0, own_prefix: str | None = None) -> None:
         self.svc = svc
         self.user_id = user_id
+        self.own_prefix = own_prefix
         self.sub = svc.hub.subscribe(user_id, session_id, transport)
         try:
             # Validates the cursor (InvalidCursor) before the transport commits to a
@@ -65,6 +71,26 @@ class Feed:
 
     def next(self, timeout: float, limit: int) -> Batch:
         """Events after the cursor, waiting up to ``timeout`` s for some to arrive."""
+        if not self.own_prefix:
+            return self._next(timeout, limit)
+        deadline = time.monotonic() + timeout
+        held: list[dict[str, Any]] = []
+        while True:
+            batch = self._next(max(0.0, deadline - time.monotonic()), limit - len(held))
+            events = [*held, *batch.events]
+            if (batch.closed or len(events) >= limit or time.monotonic() >= deadline
+                    or not all(map(self._own, batch.events))):
+                return Batch(events, batch.cursor, batch.closed)
+            held = events  # only the client's own messages so far: keep waiting
+
+    def _own(self, event: dict[str, Any]) -> bool:
+        if event.get("type") != EventType.MESSAGE_CREATED.value:
+            return False
+        data = event.get("data") or {}
+        return (self.own_prefix is not None and data.get("sender_id") == self.user_id
+                and str(data.get("client_msg_id", "")).startswith(self.own_prefix))
+
+    def _next(self, timeout: float, limit: int) -> Batch:
         deadline = time.monotonic() + timeout
         # Caught up and not woken since: wait before reading. Only once per call, so a
         # lost wake-up (pub/sub is at-most-once) costs at most one wait, not the event.

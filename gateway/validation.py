@@ -146,6 +146,17 @@ def query_float(name: str, *, default: float, minimum: float, maximum: float) ->
     return value
 
 
+def query_pattern(name: str, pattern: str, description: str) -> str | None:
+    """An optional query parameter that must match ``pattern`` whole."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if not re.fullmatch(pattern, raw):
+        raise bad_request(f"query parameter '{name}' must be {description}",
+                          "invalid_parameter", parameter=name)
+    return raw
+
+
 def path_message_id(raw: str | None, name: str) -> int | None:
     if raw is None or raw == "":
         return None

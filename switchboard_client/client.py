@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -181,7 +180,7 @@ class Client:
         Goes over the WebSocket when that is the transport in use, else HTTP POST.
         Raises ApiError at once for errors a retry cannot fix (not a member, too long).
         """
-        cmid = client_msg_id or f"py-{uuid.uuid4().hex}"
+        cmid = client_msg_id or self.api.new_client_msg_id()
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:

@@ -24,6 +24,12 @@ class Api:
         self.timeout = timeout
         self.user: dict[str, Any] | None = None
         self.http = requests.Session()
+        # Starts the client_msg_ids made here; long-polls name it (``own_prefix``) so
+        # the server does not end their wait for this client's own messages.
+        self.send_prefix = f"py{uuid.uuid4().hex[:10]}-"
+
+    def new_client_msg_id(self) -> str:
+        return self.send_prefix + uuid.uuid4().hex
 
     @property
     def user_id(self) -> int:
@@ -85,7 +91,7 @@ class Api:
 
     def send(self, conversation_id: int, text: str, client_msg_id: str | None = None) -> dict:
         return self.request("POST", f"/v1/conversations/{conversation_id}/messages",
-                            json={"client_msg_id": client_msg_id or uuid.uuid4().hex,
+                            json={"client_msg_id": client_msg_id or self.new_client_msg_id(),
                                   "text": text})
 
     def messages(self, conversation_id: int, **params: Any) -> list[dict]:
@@ -114,11 +120,13 @@ class Api:
         return self.request("POST", "/v1/events/tickets")["ticket"]
 
     def poll(self, cursor: str | None = None, wait: float = 0, limit: int | None = None,
-             timeout: float | None = None) -> dict:
+             timeout: float | None = None, own_prefix: str | None = None) -> dict:
         params: dict[str, Any] = {"wait": wait}
         if cursor:
             params["cursor"] = cursor
         if limit:
             params["limit"] = limit
+        if own_prefix and wait > 0:
+            params["own_prefix"] = own_prefix
         return self.request("GET", "/v1/events", params=params,
                             timeout=timeout or (wait + self.timeout))

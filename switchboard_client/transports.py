@@ -12,7 +12,6 @@ import json
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -108,7 +107,7 @@ class PollTransport(EventTransport):
 
     def _get(self, wait: float) -> list[dict[str, Any]]:
         try:
-            body = self.api.poll(self.cursor, wait=wait)
+            body = self.api.poll(self.cursor, wait=wait, own_prefix=self.api.send_prefix)
         except requests.RequestException as err:
             raise TransportClosed(f"network: {err}") from err
         except ApiError as err:
@@ -346,7 +345,7 @@ class WebSocketTransport(_ThreadedTransport):
     def send_message(self, conversation_id: int, text: str,
                      client_msg_id: str | None = None) -> dict[str, Any]:
         return self.request({"type": "send", "conversation_id": conversation_id,
-                             "client_msg_id": client_msg_id or uuid.uuid4().hex,
+                             "client_msg_id": client_msg_id or self.api.new_client_msg_id(),
                              "text": text})
 
     def close(self) -> None:

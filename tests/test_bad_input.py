@@ -370,6 +370,10 @@ QUERY_CASES = [
     *(C(f"events-limit-{label}", "GET", "/v1/events", query={"limit": value})
       for label, value in [("zero", "0"), ("negative", "-1"), ("too_large", "501"),
                            ("text", "all"), ("float", "1.5")]),
+    *(C(f"events-own-prefix-{label}", "GET", "/v1/events", query={"own_prefix": value,
+                                                                     "wait": "1"})
+      for label, value in [("space", "tab 7"), ("too_long", "a" * 33), ("slash", "a/b"),
+                           ("unicode", "t\u00e4b")]),
     *(C(f"events-cursor-{label}", "GET", "/v1/events", query={"cursor": value},
         code="invalid_cursor")
       for label, value in [("garbage", "garbage"), ("colon", ":"), ("no_offset", "abc:"),

@@ -9,6 +9,7 @@ once (after de-duplication by id) and in the conversation's order.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -113,3 +114,38 @@ def test_a_client_moving_between_nodes_resumes_from_its_cursor(nodes):
         got += second.collect(6, 20, kind="message.created")
     assert [m["text"] for m in messages(got)] == (
         [f"before{i}" for i in range(5)] + [f"between{i}" for i in range(5)] + ["after"])
+
+
+def test_a_long_poll_is_not_woken_by_its_own_clients_send_through_the_other_node(nodes):
+    """The send goes through node A, the client's long-poll is parked on node B: the
+    poll names the client's client_msg_id prefix, so its own message does not answer
+    it; the next message from someone else does, with both in order."""
+    alice = nodes.user(nodes.a)
+    bob = nodes.user(nodes.b)
+    conversation = bob.direct(alice.user_id)["id"]
+    on_b = nodes.on(nodes.b, alice)
+    answers: list[dict] = []
+
+    def park(own_prefix: str | None) -> threading.Thread:
+        cursor = on_b.poll()["cursor"]
+        poll = threading.Thread(target=lambda: answers.append(
+            on_b.poll(cursor, wait=15, own_prefix=own_prefix)))
+        poll.start()
+        time.sleep(0.5)  # parked on node B
+        return poll
+
+    poll = park(alice.send_prefix)
+    alice.send(conversation, "mine")  # through node A, its id made with the prefix
+    poll.join(2.0)
+    assert poll.is_alive()  # not woken by its own message
+    bob.send(conversation, "theirs")
+    poll.join(10.0)
+    assert not poll.is_alive()
+    assert [m["text"] for m in messages(answers.pop()["events"])] == ["mine", "theirs"]
+
+    poll = park(None)  # a poll naming no prefix is answered by its own message
+    started = time.monotonic()
+    alice.send(conversation, "mine again")
+    poll.join(10.0)
+    assert not poll.is_alive() and time.monotonic() - started < 5.0
+    assert [m["text"] for m in messages(answers.pop()["events"])] == ["mine again"]

@@ -6,6 +6,7 @@ log's events after its cursor, in order, whether they came handed over or read.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -151,3 +152,65 @@ def test_a_long_poll_back_at_the_tip_opens_without_reading_and_still_gets_the_ne
     behind.close()
     make_feed(broker, hub, cursor=broker.tip(1), transport="poll", prefetch=100).close()
     assert broker.reads == 3  # the poll's read, and tip()'s
+
+
+def sent(n: int, sender: int, client_msg_id: str) -> dict[str, Any]:
+    return {"type": "message.created",
+            "data": {"n": n, "sender_id": sender, "client_msg_id": client_msg_id}}
+
+
+def own_feed(broker: MemoryBroker, hub: Hub, cursor: str | None = None) -> Feed:
+    feed = make_feed(broker, hub, cursor=cursor, transport="longpoll", prefetch=100)
+    feed.own_prefix = "tab7."
+    return feed
+
+
+def test_a_long_poll_is_not_ended_by_its_own_clients_message_which_comes_with_the_next():
+    import gevent
+
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    feed = own_feed(broker, hub)
+    broker.append([1, 2], sent(1, 1, "tab7.a"))  # this tab's own send
+    gevent.spawn_later(0.2, broker.append, [1, 2], sent(2, 2, "x.b"))
+    started = time.monotonic()
+    batch = feed.next(5.0, 100)
+    assert time.monotonic() - started >= 0.15  # waited past its own message
+    assert numbers(batch.events) == [1, 2]  # in log order, nothing skipped
+    assert batch.cursor == batch.events[-1]["id"]
+    hub.stop()
+
+
+def test_only_the_clients_own_messages_are_held_back():
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    feed = own_feed(broker, hub)
+    # The same user on another tab (another prefix), and another user's id that
+    # happens to share the prefix: both end the wait at once.
+    for n, event in enumerate([sent(1, 1, "tab8.a"), sent(2, 2, "tab7.b"),
+                               {"type": "receipt", "data": {"sender_id": 1}}], 1):
+        broker.append([1, 2], event)
+        started = time.monotonic()
+        batch = feed.next(5.0, 100)
+        assert time.monotonic() - started < 1.0 and len(batch.events) == 1, n
+    hub.stop()
+
+
+def test_own_messages_alone_are_answered_when_the_wait_ends_and_from_a_read_too():
+    broker = MemoryBroker()
+    hub = Hub(broker)
+    start = broker.tip(1)
+    broker.append([1], sent(1, 1, "tab7.a"))
+    feed = own_feed(broker, hub, cursor=start)  # behind its own message: read at open
+    started = time.monotonic()
+    batch = feed.next(0.3, 100)
+    assert time.monotonic() - started >= 0.25  # the wait ran out...
+    assert numbers(batch.events) == [1]  # ...and the message still came
+    feed.close()
+    # A page full of own messages is answered at once: the client is behind.
+    broker.append([1], sent(2, 1, "tab7.b"))
+    feed = own_feed(broker, hub, cursor=start)
+    started = time.monotonic()
+    assert numbers(feed.next(5.0, 2).events) == [1, 2]
+    assert time.monotonic() - started < 1.0
+    hub.stop()

@@ -36,10 +36,13 @@ from storage.events import InvalidCursor, encode
 from storage.state_memory import LockTimeout
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
+# A long-poll's ``own_prefix``: the start of the client_msg_ids its client sends.
+OWN_PREFIX_PATTERN = r"[A-Za-z0-9_.:\-]{1,32}"
 log = logging.getLogger(__name__)
 
 
-def _open_feed(transport: str, cursor: str | None, prefetch: int = 0) -> Feed:
+def _open_feed(transport: str, cursor: str | None, prefetch: int = 0,
+               own_prefix: str | None = None) -> Feed:
     """Authenticate and open the feed, on a short-lived greenlet of its own.
 
     A greenlet keeps every page of Python frame stack it ever touched until it ends,
@@ -48,7 +51,7 @@ def _open_feed(transport: str, cursor: str | None, prefetch: int = 0) -> Feed:
     elsewhere keeps those pages out of it (~4 KiB per idle connection, measured).
     """
     helper = gevent.spawn(contextvars.copy_context().run, _returning_error, _open_feed_here,
-                          transport, cursor, prefetch)
+                          transport, cursor, prefetch, own_prefix)
     try:
         opened = helper.get()
     except BaseException:
@@ -74,7 +77,8 @@ def _close_if_feed(value: Any) -> None:
         value.close()
 
 
-def _open_feed_here(transport: str, cursor: str | None, prefetch: int = 0) -> Feed:
+def _open_feed_here(transport: str, cursor: str | None, prefetch: int = 0,
+                    own_prefix: str | None = None) -> Feed:
     session = authenticate(allow_ticket=transport in ("sse", "ws"))
     svc = services()
     # A stream holds no database connection for its lifetime.
@@ -83,7 +87,8 @@ def _open_feed_here(transport: str, cursor: str | None, prefetch: int = 0) -> Fe
             svc.settings.max_connections_per_user):
         raise too_many("too many live connections for this user")
     try:
-        feed = Feed(svc, session.user_id, session.id, cursor, transport, prefetch)
+        feed = Feed(svc, session.user_id, session.id, cursor, transport, prefetch,
+                    own_prefix)
     except InvalidCursor as err:
         raise bad_request(str(err), "invalid_cursor") from None
     metrics.note_fallback(request.args.get("fallback_from"), transport)
@@ -102,8 +107,10 @@ def poll():
     settings = services().settings
     wait = v.query_float("wait", default=0.0, minimum=0.0, maximum=settings.longpoll_max_wait)
     limit = v.query_int("limit", default=100, minimum=1, maximum=settings.events_page_limit)
+    own_prefix = v.query_pattern("own_prefix", OWN_PREFIX_PATTERN,
+                                 "1-32 characters of A-Z a-z 0-9 _ . : -")
     feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None,
-                      prefetch=limit)
+                      prefetch=limit, own_prefix=own_prefix)
     if wait > 0:
         return _LongPoll(current_app._get_current_object(), feed, wait, limit)
     try:

@@ -325,7 +325,9 @@
   PollTransport.prototype._next = function (wait) {
     var self = this, c = this.client, opts = c.options;
     if (this.closed) return;
-    var url = c._absolute("/v1/events") + query({cursor: this.cursor, wait: wait});
+    // A long-poll is not woken for this client's own sends (it has them already).
+    var url = c._absolute("/v1/events") + query({cursor: this.cursor, wait: wait,
+      own_prefix: wait > 0 ? c._sendPrefix + "-" : null});
     this.handle = {};
     http("GET", url, {token: c.token, timeout: (wait + 10) * 1000, handle: this.handle})
       .then(function (body) {
@@ -388,6 +390,9 @@
     this._attempts = 0;
     this._outbox = [];
     this._sending = false;
+    // Starts this client's client_msg_ids: its long-polls name it, so the server does
+    // not end a poll's wait for this client's own messages.
+    this._sendPrefix = "c" + randomId("").slice(-10);
     this._eventIds = new RecentIds(5000);
     this._messages = new RecentIds(5000);
     this._upgradeDelay = this.options.upgradeAfter;
@@ -734,7 +739,7 @@
   Client.prototype.send = function (conversationId, text, opts) {
     var self = this;
     var item = {conversationId: conversationId, text: text,
-      clientMsgId: (opts && opts.clientMsgId) || randomId("c"), attempts: 0, via: []};
+      clientMsgId: (opts && opts.clientMsgId) || randomId(this._sendPrefix), attempts: 0, via: []};
     var promise = new Promise(function (resolve, reject) { item.resolve = resolve; item.reject = reject; });
     this._outbox.push(item);
     this.emit("pending", {conversation_id: conversationId, client_msg_id: item.clientMsgId, text: text});
