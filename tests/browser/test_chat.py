@@ -30,6 +30,8 @@ def test_direct_chat_across_transports(web_gateway, user, open_page,
     bob = open_page(web_gateway.url, bob_api, f"transport={bob_transport}&poll_interval=1000")
     assert alice.wait_connected(alice_transport) == alice_transport
     assert bob.wait_connected(bob_transport) == bob_transport
+    polls: list[str] = []
+    alice.page.on("request", lambda r: polls.append(r.url) if "/v1/events?" in r.url else None)
 
     alice.start_direct(bob_api.user["username"])
     alice.send("Hi Bob, are you there?")
@@ -69,6 +71,15 @@ def test_direct_chat_across_transports(web_gateway, user, open_page,
     bob.wait_peer_online()
     assert alice.transport() == alice_transport and bob.transport() == bob_transport
     assert not alice.errors and not bob.errors
+    if alice_transport == "longpoll":
+        # The SDK's ids start with its prefix, and its long-polls name that prefix, so
+        # its own sends do not answer its parked poll (docs/protocol.md).
+        prefix = alice.client("c._sendPrefix") + "-"
+        mine = [m for m in alice_api.messages(conversation_id, limit=50)
+                if m["sender_id"] == alice_api.user_id]
+        assert len(mine) == 5 and all(m["client_msg_id"].startswith(prefix) for m in mine)
+        waits = [u for u in polls if "wait=25" in u]
+        assert waits and all(f"own_prefix={prefix}" in u for u in waits)
 
 
 def test_group_chat_three_transports(web_gateway, user, open_page):
