@@ -37,7 +37,14 @@ from typing import Any, NamedTuple
 
 from storage.broker import Appended, Broker, Listener, LogRead
 from storage.events import Cursor, InvalidCursor, encode
-from storage.redis_conn import RedisClient, Script, run_scripts, server_major_version
+from storage.redis_conn import (
+    LOST_LINK,
+    RedisClient,
+    Script,
+    lost_link_attempts,
+    run_scripts,
+    server_major_version,
+)
 from storage.redis_keys import KeySpace
 from storage.redis_pubsub import Subscriber
 
@@ -68,14 +75,27 @@ end
 
 # ARGV[3]: window size, ARGV[4]: event JSON, ARGV[5]: channel, ARGV[6]: message prefix
 # ("a<origin>|"), ARGV[7]: publish command (SPUBLISH on a sharded server, else PUBLISH).
-APPEND_SOURCE = _ENSURE_EPOCH + """
+_APPEND_BODY = """
 local offset = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], offset .. '-0', 'e', ARGV[4])
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 redis.call(ARGV[7], ARGV[5], ARGV[6] .. epoch .. '|' .. offset .. '|' .. ARGV[4])
 return {epoch, offset}
 """
+APPEND_SOURCE = _ENSURE_EPOCH + _APPEND_BODY
 _APPEND = Script(APPEND_SOURCE)
+# The append again after its reply was lost: if the lost attempt ran, its event is
+# among the log's newest entries (events carry their own ids or times: an identical
+# entry is this event), and that entry is the answer; else it appends. Only this rare
+# path pays for the scan.
+_RECENT_SCANNED = 256
+_APPEND_AGAIN = Script(_ENSURE_EPOCH + f"""
+for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', {_RECENT_SCANNED})) do
+  if entry[2][2] == ARGV[4] then
+    return {{epoch, tonumber(string.match(entry[1], '^(%d+)'))}}
+  end
+end
+""" + _APPEND_BODY)
 
 # ARGV[3]: window size, ARGV[4]: cursor epoch ('' for none), ARGV[5]: cursor offset,
 # ARGV[6]: limit. Returns {epoch, last offset, status, entries}; status is 'ok',
@@ -226,8 +246,25 @@ class RedisBroker(Broker):
     # --- the log -----------------------------------------------------------------------
 
     def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
+        """Appends whose connection dropped are made again, for up to LOST_LINK_PAUSES,
+        by a script that first looks for the event in the log (the lost attempt may
+        have run). A member is never left without the event because a link blinked."""
         prepared = self.prepare_append(user_ids, payload)
-        return prepared.finish(run_scripts(self.client, prepared.calls, raise_on_error=False))
+        results: list[Any] = [None] * len(prepared.calls)
+        todo = list(range(len(prepared.calls)))
+        for attempt in lost_link_attempts():
+            calls = [(_APPEND_AGAIN if attempt else script, keys, args)
+                     for script, keys, args in (prepared.calls[i] for i in todo)]
+            try:
+                got = run_scripts(self.client, calls, raise_on_error=False)
+            except LOST_LINK as exc:  # one link carried them all (standalone)
+                got = [exc] * len(calls)
+            for index, result in zip(todo, got, strict=True):
+                results[index] = result
+            todo = [i for i in todo if isinstance(results[i], LOST_LINK)]
+            if not todo:
+                break
+        return prepared.finish(results)
 
     def prepare_append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> PreparedAppend:
         """``append`` in two halves, so a caller can send its script calls in a pipeline

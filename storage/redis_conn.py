@@ -8,9 +8,11 @@ Pool size and every timeout are explicit: redis-py's defaults (100 connections p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
+import gevent
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
@@ -24,6 +26,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Union[redis.Redis, RedisCluster]  # noqa: UP007 - a runtime alias
+LOST_LINK = (RedisConnectionError, RedisTimeoutError)  # a call that may or may not have run
+
+# Pauses between attempts to finish something whose connection failed (None: give up);
+# 1.75 s in all, attempts included: a dropped link, not an outage, is what they cover.
+LOST_LINK_PAUSES = (0.05, 0.2, 0.5, 1.0, None)
+
+
+def lost_link_attempts() -> Iterator[int]:
+    """Attempt numbers, pausing between them; stops after the last, or early when slow
+    attempts (timeouts) would overrun the 1.75 s in all."""
+    deadline = time.monotonic() + sum(d for d in LOST_LINK_PAUSES if d is not None)
+    for attempt, delay in enumerate(LOST_LINK_PAUSES):
+        yield attempt
+        if delay is None or time.monotonic() + delay > deadline:
+            return
+        gevent.sleep(delay)
 
 
 def is_cluster_url(url: str, connect_timeout: float = 1.0) -> bool:
@@ -188,7 +206,7 @@ def _node_pipelines(client: RedisCluster,
         try:
             replies = _send(client.get_redis_connection(nodes[name]),
                             [calls[i] for i in indexes])
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except LOST_LINK as exc:
             client.nodes_manager.initialize()  # the node may have failed over
             replies = [exc] * len(indexes)
         for index, reply in zip(indexes, replies, strict=True):

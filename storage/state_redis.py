@@ -26,6 +26,7 @@ from storage.redis_conn import (
     RedisClient,
     Script,
     client_is_cluster,
+    lost_link_attempts,
     run_scripts,
     server_major_version,
 )
@@ -52,21 +53,6 @@ log = logging.getLogger(__name__)
 _LOCK_TTL_MS = 5_000
 _LOCK_FIRST_WAIT = 0.002  # seconds between attempts, doubling up to _LOCK_MAX_WAIT
 _LOCK_MAX_WAIT = 0.05
-# Pauses between attempts to end a send whose closing round trip failed (None: give
-# up); 1.75 s in all, attempts included, well inside SEND_CLAIM_HOLD.
-_END_RETRIES = (0.05, 0.2, 0.5, 1.0, None)
-
-
-def _end_attempts() -> Iterator[int]:
-    """Attempt numbers for ending a failed send, pausing between them; stops after the
-    last, or early when slow attempts (timeouts) would overrun the 1.75 s in all."""
-    deadline = time.monotonic() + sum(d for d in _END_RETRIES if d is not None)
-    for attempt, delay in enumerate(_END_RETRIES):
-        yield attempt
-        if delay is None or time.monotonic() + delay > deadline:
-            return
-        gevent.sleep(delay)
-
 # KEYS: turn lock, seq counter, last id. ARGV: token, lock ttl (ms). Returns {0} when
 # the turn is taken; else {1, seq, last id}, or {2, 0, last id} when the counter is
 # missing and the caller must start it from history (the turn is held either way).
@@ -390,12 +376,12 @@ class RedisState(SharedState):
 
     def _close(self, fused: PreparedAppend, keys: list[str], args: list[Any]) -> None:
         """Run _CLOSING; if its reply is lost with the connection, run it again (it is
-        all or nothing, and guarded) for up to _END_RETRIES' pauses before failing."""
+        all or nothing, and guarded) for up to LOST_LINK_PAUSES before failing."""
         append_keys = [key for _, call_keys, _ in fused.calls for key in call_keys]
         append_args = [arg for _, _, call_args in fused.calls for arg in call_args]
         shape = [len(fused.calls[0][1]), len(fused.calls[0][2])]
         error: RedisError | None = None
-        for attempt in _end_attempts():
+        for attempt in lost_link_attempts():
             try:
                 ours, results = _CLOSING(self.client, [*keys, *append_keys],
                                          [*args, *shape, int(attempt > 0), *append_args])
@@ -417,7 +403,7 @@ class RedisState(SharedState):
         dropped for well under the claim's hold. Both scripts are safe to repeat (each
         checks its token). Past the last attempt both lapse by themselves."""
         failed: list[Exception] = []
-        for _ in _end_attempts():
+        for _ in lost_link_attempts():
             try:
                 results = run_scripts(self.client, closing, raise_on_error=False)
             except RedisError as exc:

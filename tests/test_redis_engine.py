@@ -586,3 +586,75 @@ def test_a_sends_close_is_all_or_nothing_and_a_lost_reply_is_recovered_exactly(
         assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "1"}'
     with state.sending(92, "c2", 50, timeout=0.5, **options) as after:  # the turn ended
         assert after.turn is not None and after.turn.seq == 2
+
+
+def losing_member_appends(monkeypatch: pytest.MonkeyPatch, lost: set[int], ran: bool
+                          ) -> list[list[Any]]:
+    """Makes the broker's next pipeline of appends lose the calls at ``lost``: each ran
+    (only its reply was lost) or never reached the server. Records every pipeline."""
+    import storage.broker_redis as broker_redis
+
+    real = broker_redis.run_scripts
+    seen: list[list[Any]] = []
+
+    def dropping(client: Any, calls: Any, raise_on_error: bool = True) -> list[Any]:
+        seen.append([script for script, _, _ in calls])
+        if len(seen) > 1:
+            return real(client, calls, raise_on_error)
+        reached = [i for i in range(len(calls)) if ran or i not in lost]
+        results = dict(zip(reached, real(client, [calls[i] for i in reached],
+                                          raise_on_error), strict=True))
+        return [redis.ConnectionError("connection lost (test)") if i in lost
+                else results[i] for i in range(len(calls))]
+
+    monkeypatch.setattr(broker_redis, "run_scripts", dropping)
+    return seen
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["reply-lost", "request-lost"])
+@pytest.mark.parametrize("lost", [{1}, {0, 1, 2}], ids=["one-member", "all"])
+def test_an_append_whose_link_dropped_reaches_every_member_exactly_once(
+        brokers, monkeypatch, ran, lost):
+    """The lost calls are made again by a script that looks for the event first, so a
+    member whose append's reply was lost gets it once, and one whose request was lost
+    gets it too; the caller sees no error. (Fails when the append is not made again:
+    the member misses the event; or made again blindly: it gets it twice.)"""
+    import storage.broker_redis as broker_redis
+
+    broker = brokers()
+    listener = CountingListener()
+    broker.attach(listener)
+    users = [61, 62, 63]
+    for user in users:
+        broker.watch(user)
+    start = {u: broker.tip(u) for u in users}
+    seen = losing_member_appends(monkeypatch, lost, ran)
+    cursors = broker.append(users, ev(1))
+    assert sorted(cursors) == users
+    assert len(seen) == 2 and set(seen[1]) == {broker_redis._APPEND_AGAIN}
+    assert len(seen[1]) == len(lost)
+    for user in users:
+        events = broker.read(user, start[user], 10).events
+        assert [e["data"]["n"] for e in events] == [1], user
+        assert cursors[user] == events[0]["id"]
+    assert sorted(e.user_id for e in listener.appended) == users
+
+
+def test_a_send_on_a_cluster_whose_member_append_dropped_still_reaches_that_member(
+        request, monkeypatch):
+    """On a cluster the members' appends are made in the turn, before its close. One
+    whose reply is lost is made again (guarded), so the send succeeds - before, it failed
+    with the message durable, and its retry answered without that member's event."""
+    client, prefix = client_for(require_service("redis-cluster"), request)
+    state = RedisState(client, prefix=prefix)
+    broker = RedisBroker(client, prefix=prefix)
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
+    start = {u: broker.tip(u) for u in (71, 72)}
+    seen = losing_member_appends(monkeypatch, {1}, ran=True)
+    with state.sending(71, "m1", 60, **options) as sending:
+        sending.message = '{"id": "1"}'
+        sending.turn.new_last_id = 1  # type: ignore[union-attr]
+        sending.fan_out = (broker, [71, 72], ev(1))
+    assert len(seen) == 2
+    for user in (71, 72):
+        assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1]
