@@ -189,7 +189,9 @@ class Switchboard(Target):
                       resume: Connection | None = None) -> Connection:
         conn = Connection(user, transport)
         conn.cursor = resume.cursor if resume else None
-        query = f"?cursor={conn.cursor}" if conn.cursor else ""
+        # As the SDK does: a connection is not handed back its client's own sends.
+        query = f"?own_prefix={self._send_prefix(user)}"
+        query += f"&cursor={conn.cursor}" if conn.cursor else ""
         if transport == "ws":
             conn.ws = await WebSocketClient.connect(self.port, "/v1/events/ws" + query,
                                                     self._auth(user))

@@ -33,10 +33,11 @@ class Batch(NamedTuple):
 
 
 class Feed:
-    """``own_prefix`` (long-poll only): the client_msg_id prefix of this client's own
-    sends. Their ``message.created`` events do not end a wait: the client has each from
-    its send's answer, and waking its poll for it would cost a whole request cycle per
-    message. They come with the next answer, so the cursor still passes them in order."""
+    """``own_prefix``: the client_msg_id prefix of this client's own sends. Their
+    ``message.created`` events do not end a wait: the client has each from its send's
+    answer, and handing it back costs a long-poll a whole request cycle, a stream a
+    write. They come with the next batch (or the heartbeat's), so the cursor still
+    passes them in order."""
 
     def __init__(self, svc: Services, user_id: int, session_id: str, cursor: str | None,
                  transport: str, prefetch: int = 0, own_prefix: str | None = None) -> None:

@@ -49,6 +49,9 @@ _CURSOR = _q("cursor", {"type": "string", "maxLength": 80},
              description="last event id seen; omit to start at the current tip")
 _TICKET = _q("ticket", {"type": "string"},
              description="single-use stream ticket, for browsers that cannot send headers")
+_OWN = _q("own_prefix", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,32}$"},
+          description="this client's client_msg_id prefix: its own messages come with "
+                      "the next batch instead of on their own")
 
 
 def document() -> dict[str, Any]:
@@ -117,11 +120,12 @@ def document() -> dict[str, Any]:
             "post": _op("Say I am typing (ephemeral)", 202, params=_CONV, tags=conv)},
         "/v1/events": {"get": _op("Poll (wait=0) or long-poll the event log", params=[
             _CURSOR, _q("wait", {"type": "number", "minimum": 0, "maximum": 25}),
-            _q("limit", {"type": "integer", "minimum": 1, "maximum": 500})], tags=ev)},
+            _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _OWN],
+            tags=ev)},
         "/v1/events/stream": {"get": _op("Server-Sent Events stream", params=[
-            _CURSOR, _TICKET], tags=ev, content="text/event-stream")},
-        "/v1/events/ws": {"get": _op("WebSocket (upgrade)", 101, params=[_CURSOR, _TICKET],
-                                     tags=ev)},
+            _CURSOR, _TICKET, _OWN], tags=ev, content="text/event-stream")},
+        "/v1/events/ws": {"get": _op("WebSocket (upgrade)", 101,
+                                     params=[_CURSOR, _TICKET, _OWN], tags=ev)},
         "/v1/events/tickets": {"post": _op("A single-use ticket for EventSource/WebSocket",
                                            201, tags=ev)},
         "/v1/devices": {

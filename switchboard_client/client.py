@@ -91,7 +91,9 @@ class Client:
         """Open the best transport that works, falling back and backing off as needed."""
         while not self._closed:
             name = self._pick()
-            transport = TRANSPORTS[name](self.api, self.cursor)
+            # It has its own messages from their sends: not handed back by the server.
+            transport = TRANSPORTS[name](self.api, self.cursor,
+                                         own_prefix=self.api.send_prefix)
             if hasattr(transport, "ready_timeout"):
                 transport.ready_timeout = self.ready_timeout  # type: ignore[attr-defined]
             try:

@@ -35,9 +35,13 @@ class TransportClosed(Exception):
 class EventTransport:
     name = "base"
 
-    def __init__(self, api: Api, cursor: str | None = None) -> None:
+    def __init__(self, api: Api, cursor: str | None = None,
+                 own_prefix: str | None = None) -> None:
         self.api = api
         self.cursor = cursor
+        # Names this client's client_msg_id prefix (Api.send_prefix): the server then
+        # holds its own messages back until the next batch (docs/protocol.md).
+        self.own_prefix = own_prefix
         self.heartbeats: list[float] = []  # time.monotonic() of each heartbeat seen
 
     def connect(self) -> EventTransport:
@@ -95,8 +99,9 @@ class PollTransport(EventTransport):
     """Plain polling: ``GET /v1/events`` with no wait, every ``interval`` seconds."""
     name = "poll"
 
-    def __init__(self, api: Api, cursor: str | None = None, interval: float = 0.2) -> None:
-        super().__init__(api, cursor)
+    def __init__(self, api: Api, cursor: str | None = None, interval: float = 0.2,
+                 own_prefix: str | None = None) -> None:
+        super().__init__(api, cursor, own_prefix)
         self.interval = interval
         self._last = 0.0
 
@@ -107,7 +112,7 @@ class PollTransport(EventTransport):
 
     def _get(self, wait: float) -> list[dict[str, Any]]:
         try:
-            body = self.api.poll(self.cursor, wait=wait, own_prefix=self.api.send_prefix)
+            body = self.api.poll(self.cursor, wait=wait, own_prefix=self.own_prefix)
         except requests.RequestException as err:
             raise TransportClosed(f"network: {err}") from err
         except ApiError as err:
@@ -130,8 +135,9 @@ class LongPollTransport(PollTransport):
     """``GET /v1/events?wait=N``: answered at once if events exist, else when one arrives."""
     name = "longpoll"
 
-    def __init__(self, api: Api, cursor: str | None = None, wait: float = 20.0) -> None:
-        super().__init__(api, cursor, interval=0)
+    def __init__(self, api: Api, cursor: str | None = None, wait: float = 20.0,
+                 own_prefix: str | None = None) -> None:
+        super().__init__(api, cursor, interval=0, own_prefix=own_prefix)
         self.wait = wait
 
     def next_batch(self, timeout: float) -> list[dict[str, Any]]:
@@ -144,8 +150,9 @@ class LongPollTransport(PollTransport):
 class _ThreadedTransport(EventTransport):
     """A reader thread turns a stream into a queue of parsed payloads."""
 
-    def __init__(self, api: Api, cursor: str | None = None) -> None:
-        super().__init__(api, cursor)
+    def __init__(self, api: Api, cursor: str | None = None,
+                 own_prefix: str | None = None) -> None:
+        super().__init__(api, cursor, own_prefix)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -199,8 +206,8 @@ class SSETransport(_ThreadedTransport):
     name = "sse"
 
     def __init__(self, api: Api, cursor: str | None = None, read_timeout: float = 60.0,
-                 use_ticket: bool = True) -> None:
-        super().__init__(api, cursor)
+                 use_ticket: bool = True, own_prefix: str | None = None) -> None:
+        super().__init__(api, cursor, own_prefix)
         self.read_timeout = read_timeout
         self.use_ticket = use_ticket
         self._response: requests.Response | None = None
@@ -212,6 +219,8 @@ class SSETransport(_ThreadedTransport):
             params["ticket"] = self.api.ticket()
         else:
             headers.update(self.api.headers())
+        if self.own_prefix:
+            params["own_prefix"] = self.own_prefix
         if self.cursor:
             headers["Last-Event-ID"] = self.cursor
         try:
@@ -277,8 +286,9 @@ class WebSocketTransport(_ThreadedTransport):
     """``/v1/events/ws``: events in, sends/reads/typing out, acknowledged by ``ref``."""
     name = "ws"
 
-    def __init__(self, api: Api, cursor: str | None = None, use_ticket: bool = False) -> None:
-        super().__init__(api, cursor)
+    def __init__(self, api: Api, cursor: str | None = None, use_ticket: bool = False,
+                 own_prefix: str | None = None) -> None:
+        super().__init__(api, cursor, own_prefix)
         self.use_ticket = use_ticket
         self.sock: websocket.WebSocket | None = None
         self._refs = itertools.count(1)
@@ -294,6 +304,8 @@ class WebSocketTransport(_ThreadedTransport):
             header = [f"{k}: {v}" for k, v in self.api.headers().items()]
         if self.cursor:
             query["cursor"] = self.cursor
+        if self.own_prefix:
+            query["own_prefix"] = self.own_prefix
         url = self.api.base_url.replace("http", "ws", 1) + "/v1/events/ws"
         if query:
             url += "?" + urlencode(query)

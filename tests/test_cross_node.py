@@ -116,36 +116,43 @@ def test_a_client_moving_between_nodes_resumes_from_its_cursor(nodes):
         [f"before{i}" for i in range(5)] + [f"between{i}" for i in range(5)] + ["after"])
 
 
-def test_a_long_poll_is_not_woken_by_its_own_clients_send_through_the_other_node(nodes):
-    """The send goes through node A, the client's long-poll is parked on node B: the
-    poll names the client's client_msg_id prefix, so its own message does not answer
-    it; the next message from someone else does, with both in order."""
+@pytest.mark.parametrize("transport", ["longpoll", "sse", "ws"])
+def test_a_connection_is_not_handed_its_own_clients_send_until_something_else_comes(
+        nodes, transport):
+    """The send goes through node A, the client's connection is on node B and names the
+    client's client_msg_id prefix: its own message does not answer the parked poll nor
+    go down the stream; the next message from someone else brings both, in order."""
     alice = nodes.user(nodes.a)
     bob = nodes.user(nodes.b)
     conversation = bob.direct(alice.user_id)["id"]
-    on_b = nodes.on(nodes.b, alice)
-    answers: list[dict] = []
+    # A third node whose streams' heartbeats (which also hand over what is held) are
+    # slower than the 1 s of the test defaults, so "held" is told from "late".
+    third = nodes.node(sse_heartbeat="10", ws_ping_interval="10")
+    try:
+        check_own_messages_held(nodes.on(third, alice), alice, bob, conversation, transport)
+    finally:
+        nodes.nodes.remove(third)
+        third.stop()
 
-    def park(own_prefix: str | None) -> threading.Thread:
-        cursor = on_b.poll()["cursor"]
-        poll = threading.Thread(target=lambda: answers.append(
-            on_b.poll(cursor, wait=15, own_prefix=own_prefix)))
-        poll.start()
-        time.sleep(0.5)  # parked on node B
-        return poll
 
-    poll = park(alice.send_prefix)
-    alice.send(conversation, "mine")  # through node A, its id made with the prefix
-    poll.join(2.0)
-    assert poll.is_alive()  # not woken by its own message
-    bob.send(conversation, "theirs")
-    poll.join(10.0)
-    assert not poll.is_alive()
-    assert [m["text"] for m in messages(answers.pop()["events"])] == ["mine", "theirs"]
-
-    poll = park(None)  # a poll naming no prefix is answered by its own message
-    started = time.monotonic()
-    alice.send(conversation, "mine again")
-    poll.join(10.0)
-    assert not poll.is_alive() and time.monotonic() - started < 5.0
-    assert [m["text"] for m in messages(answers.pop()["events"])] == ["mine again"]
+def check_own_messages_held(on_b: Api, alice: Api, bob: Api, conversation: int,
+                            transport: str) -> None:
+    with open_transport(transport, on_b, own_prefix=alice.send_prefix) as feed:
+        time.sleep(0.5)  # parked / subscribed on the other node
+        alice.send(conversation, "mine")  # through node A, its id made with the prefix
+        started = time.monotonic()
+        # One 3 s poll, or up to 3 s of stream: the own message alone does not end it
+        # (a poll hands it over as its wait ends; a stream with its next batch).
+        got = feed.next_batch(3.0)
+        others = [e for e in got if e["type"] != "message.created"
+                  or e["data"]["sender_id"] != alice.user_id]
+        assert others or time.monotonic() - started >= 2.5, got
+        bob.send(conversation, "theirs")
+        got += feed.collect(2 - len(messages(got)), 10.0, kind="message.created")
+    assert [m["text"] for m in messages(got)] == ["mine", "theirs"]
+    # Naming no prefix, the client's own message comes at once.
+    with open_transport(transport, on_b) as feed:
+        time.sleep(0.5)
+        alice.send(conversation, "mine again")
+        got = feed.collect(1, 5.0, kind="message.created")
+    assert [m["text"] for m in messages(got)] == ["mine again"]

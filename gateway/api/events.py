@@ -36,7 +36,7 @@ from storage.events import InvalidCursor, encode
 from storage.state_memory import LockTimeout
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
-# A long-poll's ``own_prefix``: the start of the client_msg_ids its client sends.
+# ``own_prefix``: the start of the client_msg_ids the connection's client sends.
 OWN_PREFIX_PATTERN = r"[A-Za-z0-9_.:\-]{1,32}"
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,19 @@ def poll():
     settings = services().settings
     wait = v.query_float("wait", default=0.0, minimum=0.0, maximum=settings.longpoll_max_wait)
     limit = v.query_int("limit", default=100, minimum=1, maximum=settings.events_page_limit)
-    own_prefix = v.query_pattern("own_prefix", OWN_PREFIX_PATTERN,
-                                 "1-32 characters of A-Z a-z 0-9 _ . : -")
     feed = _open_feed("longpoll" if wait > 0 else "poll", request.args.get("cursor") or None,
-                      prefetch=limit, own_prefix=own_prefix)
+                      prefetch=limit, own_prefix=_own_prefix())
     if wait > 0:
         return _LongPoll(current_app._get_current_object(), feed, wait, limit)
     try:
         return jsonify(_answer(feed, wait, limit))
     finally:
         feed.close()
+
+
+def _own_prefix() -> str | None:
+    return v.query_pattern("own_prefix", OWN_PREFIX_PATTERN,
+                           "1-32 characters of A-Z a-z 0-9 _ . : -")
 
 
 def _answer(feed: Feed, wait: float, limit: int) -> dict[str, Any]:
@@ -170,7 +173,7 @@ def _sse_frame(payload: dict[str, Any]) -> bytes:
 def stream():
     settings = services().settings
     cursor = request.headers.get("Last-Event-ID") or request.args.get("cursor") or None
-    feed = _open_feed("sse", cursor)
+    feed = _open_feed("sse", cursor, own_prefix=_own_prefix())
     app = current_app._get_current_object()
 
     def frames() -> Generator[bytes, None, None]:
@@ -225,7 +228,7 @@ def websocket():
     if problem:
         raise ApiError(400, "websocket_required", problem)
     settings = services().settings
-    feed = _open_feed("ws", request.args.get("cursor") or None)
+    feed = _open_feed("ws", request.args.get("cursor") or None, own_prefix=_own_prefix())
     try:
         sock = ws.ServerWebSocket(request.environ, settings.max_body_bytes)
     except BaseException:

@@ -190,7 +190,8 @@
     var base = c._absolute("/v1/events/ws").replace(/^http/, "ws");
     var sock;
     try {
-      sock = new root.WebSocket(base + query({ticket: ticket, cursor: cursor}));
+      sock = new root.WebSocket(base + query({ticket: ticket, cursor: cursor,
+        own_prefix: c._sendPrefix + "-"}));
     } catch (e) {
       return this.fail("unsupported", "WebSocket constructor failed: " + e.message);
     }
@@ -274,7 +275,8 @@
   SseTransport.prototype = Object.create(Transport.prototype);
   SseTransport.prototype.open = function (cursor, ticket) {
     var self = this, opts = this.client.options;
-    var url = this.client._absolute("/v1/events/stream") + query({ticket: ticket, cursor: cursor});
+    var url = this.client._absolute("/v1/events/stream") + query({ticket: ticket, cursor: cursor,
+      own_prefix: this.client._sendPrefix + "-"});
     var es;
     try { es = new root.EventSource(url); } catch (e) {
       return this.fail("unsupported", "EventSource failed: " + e.message);
@@ -325,7 +327,7 @@
   PollTransport.prototype._next = function (wait) {
     var self = this, c = this.client, opts = c.options;
     if (this.closed) return;
-    // A long-poll is not woken for this client's own sends (it has them already).
+    // Not woken for this client's own sends (it has them from their answers).
     var url = c._absolute("/v1/events") + query({cursor: this.cursor, wait: wait,
       own_prefix: wait > 0 ? c._sendPrefix + "-" : null});
     this.handle = {};
