@@ -44,15 +44,17 @@ BACKEND_ERRORS = Counter("switchboard_backend_errors_total",
 _TRANSPORTS = ("poll", "longpoll", "sse", "ws")
 
 
-def observe_delivery(transport: str, events: list[dict[str, Any]]) -> None:
-    """Count what a transport wrote, and how long each message took to get there."""
+def observe_delivery(transport: str, user_id: int, events: list[dict[str, Any]]) -> None:
+    """Count what a transport wrote to ``user_id``, and how long each message from
+    someone else took to get there (a sender's own copy is held back when its client
+    names its prefix, so it would time the hold, not the delivery)."""
     if not events:
         return
     EVENTS_DELIVERED.labels(transport).inc(len(events))
     now_ms = time.time() * 1000
     for payload in events:
         kind = payload.get("type")
-        if kind == "message.created":
+        if kind == "message.created" and payload["data"].get("sender_id") != user_id:
             DELIVERY_LATENCY.labels(transport).observe(
                 max(0.0, (now_ms - payload["data"]["created_at"]) / 1000))
         elif kind == "reset":

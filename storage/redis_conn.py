@@ -31,12 +31,13 @@ LOST_LINK = (RedisConnectionError, RedisTimeoutError)  # a call that may or may 
 # Pauses between attempts to finish something whose connection failed (None: give up);
 # 1.75 s in all, attempts included: a dropped link, not an outage, is what they cover.
 LOST_LINK_PAUSES = (0.05, 0.2, 0.5, 1.0, None)
+_LOST_LINK_BUDGET = sum(d for d in LOST_LINK_PAUSES if d is not None)
 
 
 def lost_link_attempts() -> Iterator[int]:
     """Attempt numbers, pausing between them; stops after the last, or early when slow
     attempts (timeouts) would overrun the 1.75 s in all."""
-    deadline = time.monotonic() + sum(d for d in LOST_LINK_PAUSES if d is not None)
+    deadline = time.monotonic() + _LOST_LINK_BUDGET
     for attempt, delay in enumerate(LOST_LINK_PAUSES):
         yield attempt
         if delay is None or time.monotonic() + delay > deadline:

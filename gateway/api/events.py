@@ -124,7 +124,7 @@ def _own_prefix() -> str | None:
 
 def _answer(feed: Feed, wait: float, limit: int) -> dict[str, Any]:
     batch = feed.next(wait, limit)
-    metrics.observe_delivery(feed.sub.transport, batch.events)
+    metrics.observe_delivery(feed.sub.transport, feed.user_id, batch.events)
     body: dict[str, Any] = {"events": batch.events, "cursor": batch.cursor}
     if batch.closed:
         body["closed"] = batch.closed
@@ -192,7 +192,7 @@ def stream():
                     return
                 if not batch.events:
                     yield b": ping\n\n"
-                metrics.observe_delivery("sse", batch.events)
+                metrics.observe_delivery("sse", feed.user_id, batch.events)
                 if batch.events:  # one chunk, one write, however many events
                     yield b"".join(_sse_frame(p) for p in _with_reset_ids(batch))
 
@@ -324,7 +324,7 @@ def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
                         else ws.CLOSE_SERVICE_RESTART)
                 sock.close(code, batch.closed)
                 return
-            metrics.observe_delivery("ws", batch.events)
+            metrics.observe_delivery("ws", feed.user_id, batch.events)
             if batch.events:
                 sock.send_json_many(_with_reset_ids(batch))
             if time.monotonic() >= next_ping:

@@ -392,8 +392,8 @@
     this._attempts = 0;
     this._outbox = [];
     this._sending = false;
-    // Starts this client's client_msg_ids: its long-polls name it, so the server does
-    // not end a poll's wait for this client's own messages.
+    // Starts this client's client_msg_ids: its connections name it (own_prefix), so
+    // the server does not hand this client's own messages back on their own.
     this._sendPrefix = "c" + randomId("").slice(-10);
     this._eventIds = new RecentIds(5000);
     this._messages = new RecentIds(5000);
