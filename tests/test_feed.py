@@ -214,3 +214,23 @@ def test_own_messages_alone_are_answered_when_the_wait_ends_and_from_a_read_too(
     assert numbers(feed.next(5.0, 2).events) == [1, 2]
     assert time.monotonic() - started < 1.0
     hub.stop()
+
+
+def test_delivery_latency_is_timed_for_others_messages_only():
+    """A sender's own copy may be held for the next batch (own_prefix): timing it would
+    time the hold. Others' messages are timed; every event is counted as delivered."""
+    from prometheus_client import REGISTRY
+
+    from gateway.metrics import observe_delivery
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"transport": "poll"}) or 0.0
+
+    timed = sample("switchboard_delivery_latency_seconds_count")
+    delivered = sample("switchboard_events_delivered_total")
+    created = int(time.time() * 1000) - 20_000  # held for 20 s
+    observe_delivery("poll", 7, [
+        {"type": "message.created", "data": {"sender_id": 7, "created_at": created}},
+        {"type": "message.created", "data": {"sender_id": 8, "created_at": created}}])
+    assert sample("switchboard_delivery_latency_seconds_count") == timed + 1
+    assert sample("switchboard_events_delivered_total") == delivered + 2
