@@ -24,8 +24,8 @@ class Api:
         self.timeout = timeout
         self.user: dict[str, Any] | None = None
         self.http = requests.Session()
-        # Starts the client_msg_ids made here; long-polls name it (``own_prefix``) so
-        # the server does not end their wait for this client's own messages.
+        # Starts the client_msg_ids made here; the Client's connections name it
+        # (``own_prefix``), so the server does not hand its own messages back alone.
         self.send_prefix = f"py{uuid.uuid4().hex[:10]}-"
 
     def new_client_msg_id(self) -> str:
