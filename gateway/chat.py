@@ -82,23 +82,29 @@ def _create(svc: Services, sending: Sending, sender_id: int, conversation_id: in
                       seq=turn.seq, sender_id=sender_id, client_msg_id=client_msg_id,
                       text=text, created_at=int(time.time() * 1000))
     # The durability point: nothing is acknowledged before it. Persisting also moves
-    # the sender's read mark to this message (writing means having read).
-    try:
-        svc.jobs.persist(message, members)
-    except IntegrityError:
-        # Only the embedded engine gets here: its idempotency records died with the
-        # last process, and SQLite's unique (sender, client_msg_id) caught a retry of a
-        # message sent before the restart. Answer with that message.
-        if not isinstance(svc.history, SqlHistoryStore):
-            raise
-        original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
-        if original is None:
-            raise
-        sending.message = json.dumps(original.to_json())
-        return original, False
-    # Durable: from here on it is the answer to retries, even if the fan-out fails
-    # part-way; a message that never became durable was not sent, so a retry may send
-    # it again.
+    # the sender's read mark to this message (writing means having read). A queue
+    # that can leaves it to the send's close (with Redis on one server, the record,
+    # the fan-out and the claim's settling are one atomic script; else the record is
+    # made first as the turn ends).
+    prepared = svc.jobs.prepare_persist(message, members)
+    if prepared is not None:
+        sending.persist = prepared
+    else:
+        try:
+            svc.jobs.persist(message, members)
+        except IntegrityError:
+            # Only the embedded engine gets here: its idempotency records died with the
+            # last process, and SQLite's unique (sender, client_msg_id) caught a retry
+            # of a message sent before the restart. Answer with that message.
+            if not isinstance(svc.history, SqlHistoryStore):
+                raise
+            original = svc.history.find_by_client_msg_id(sender_id, client_msg_id)
+            if original is None:
+                raise
+            sending.message = json.dumps(original.to_json())
+            return original, False
+    # Once durable it is the answer to retries, even if the fan-out fails part-way; a
+    # message that never became durable was not sent, so a retry may send it again.
     sending.message = json.dumps(message.to_json())
     turn.new_last_id = message.id
     # Appended as the turn ends (in its closing round trip where the engine can).

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from redis.exceptions import ResponseError
 
@@ -33,11 +34,25 @@ STREAM = "{prefix}:{{persist:{shard}}}:stream"  # entries: m=<message JSON>, u=<
 GROUP = "persisters"
 
 # Tail and stream together, atomically: one command (a MULTI/EXEC pipeline was four).
-# KEYS: tail, stream. ARGV: seq, message JSON, member ids ("1,2,3").
-_RECORD = Script("""
+# KEYS: tail, stream. ARGV: seq, message JSON, member ids ("1,2,3"). Also run inside a
+# send's close on a single server (storage/state_redis.py), so its durability, its
+# fan-out and its claim's settling are one atomic step.
+RECORD_SOURCE = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'u', ARGV[3])
-""")
+"""
+_RECORD = Script(RECORD_SOURCE)
+
+
+class PreparedRecord(NamedTuple):
+    """A message's record, to be made by whoever can fold it into a round trip of its
+    own (``keys``/``args`` for RECORD_SOURCE on ``client``), then ``done()``; or alone
+    by ``run()``, which does both."""
+    client: RedisClient
+    keys: list[str]
+    args: list[Any]
+    run: Callable[[], None]
+    done: Callable[[], None]
 
 
 class PersistBuffer:
@@ -60,11 +75,17 @@ class PersistBuffer:
     # --- gateway side ----------------------------------------------------------------
     def record(self, message: Message, member_ids: Sequence[int]) -> int:
         """Make ``message`` durable in Redis; returns the shard to drain."""
+        keys, args = self.record_call(message, member_ids)
+        _RECORD(self.client, keys, args)
+        return self.shard_of(message.conversation_id)
+
+    def record_call(self, message: Message, member_ids: Sequence[int]
+                    ) -> tuple[list[str], list[Any]]:
+        """RECORD_SOURCE's keys and arguments for ``message``."""
         body = json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
         shard = self.shard_of(message.conversation_id)
-        _RECORD(self.client, [self.tail_key(message.conversation_id), self.stream_key(shard)],
+        return ([self.tail_key(message.conversation_id), self.stream_key(shard)],
                 [message.seq, body, ",".join(map(str, member_ids))])
-        return shard
 
     def tail(self, conversation_id: int) -> list[Message]:
         raw = self.client.zrange(self.tail_key(conversation_id), 0, -1)

@@ -61,17 +61,26 @@ class SendClaim(NamedTuple):
 class Sending:
     """One send's claim and, when the claim is this request's, its conversation turn
     (SharedState.sending). Set ``message`` once the message is durable: leaving then
-    remembers it for retries; left None, the claim is released. Set ``fan_out`` to
-    (broker, user ids, event): leaving appends it to those logs while the turn is still
-    held (so log order is seq order), before ending it."""
+    remembers it for retries; left None, the claim is released. Or set ``message`` with
+    ``persist`` (a PreparedRecord, storage/persist_buffer.py): leaving makes the message
+    durable first - in the close's own atomic script where the engine can - and only
+    then remembers it. Set ``fan_out`` to (broker, user ids, event): leaving appends it
+    to those logs while the turn is still held (so log order is seq order), before
+    ending it."""
 
-    __slots__ = ("claim", "turn", "message", "fan_out")
+    __slots__ = ("claim", "turn", "message", "fan_out", "persist")
 
     def __init__(self, claim: SendClaim, turn: Turn | None = None) -> None:
         self.claim = claim
         self.turn = turn
         self.message: str | None = None
         self.fan_out: tuple[Broker, list[int], dict[str, Any]] | None = None
+        self.persist: Any = None
+
+    def remembered(self, persisted: bool) -> str | None:
+        """What a send that failed part-way settles its claim with: the message if it is
+        durable, else nothing (the claim is released and a retry may send it)."""
+        return self.message if self.persist is None or persisted else None
 
 
 class SharedState(abc.ABC):
@@ -91,15 +100,20 @@ class SharedState(abc.ABC):
             yield sending
             return
         assert claim.token is not None
+        persisted = False
         try:
             with self.conversation_turn(conversation_id, floor, timeout) as turn:
                 sending.turn = turn
                 yield sending
+                if sending.persist is not None:
+                    sending.persist.run()
+                    persisted = True
                 if sending.fan_out is not None:
                     broker, users, payload = sending.fan_out
                     broker.append(users, payload)
         except BaseException:
-            self._settle_quietly(sender_id, client_msg_id, claim.token, sending.message, ttl)
+            self._settle_quietly(sender_id, client_msg_id, claim.token,
+                                 sending.remembered(persisted), ttl)
             raise
         self.settle_send(sender_id, client_msg_id, claim.token, sending.message, ttl)
 

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from storage.broker_redis import APPEND_SOURCE, PreparedAppend, RedisBroker
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
+from storage.persist_buffer import RECORD_SOURCE, PreparedRecord
 from storage.redis_conn import (
     RedisClient,
     Script,
@@ -122,30 +123,39 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1])
 else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
 """)
-# A send's whole close on one server, atomically: the members' appends, the turn's end
-# and the claim's settling. Atomic, so a reply lost with its connection leaves nothing
-# half-done: the script either ran or not, and running it again is safe - the appends
-# run only while the claim is still this send's (not yet settled), or on the first try.
-# KEYS: send record, turn lock, last id, then each member's K append keys. ARGV: pending
-# value, message, record ttl (ms), turn token, new last id ('' none), its ttl (s), K, A,
-# retry ('1'/'0'), then each member's A append arguments. Returns {1 if the claim was
-# this send's, each append's result or {'~error', message}}.
-_CLOSING = Script("""
+# A send's whole close on one server, atomically: the message's record (when the send
+# left it to the close), the members' appends, the turn's end and the claim's settling.
+# Atomic, so a reply lost with its connection leaves nothing half-done: the script
+# either ran or not, and running it again is safe - the record and the appends run only
+# while the claim is still this send's (not yet settled), or on the first try.
+# KEYS: send record, turn lock, last id, [the record's 2 keys], then each member's K
+# append keys. ARGV: pending value, message, record ttl (ms), turn token, new last id
+# ('' none), its ttl (s), K, A, retry ('1'/'0'), [the record's 3 arguments], then each
+# member's A append arguments. Returns {1 if the claim was this send's, each append's
+# result or {'~error', message}}.
+def _closing_source(with_record: bool) -> str:
+    kbase, abase = (5, 12) if with_record else (3, 9)
+    return """
 local function append(KEYS, ARGV)
 """ + APPEND_SOURCE + """
+end
+local function record(KEYS, ARGV)
+""" + RECORD_SOURCE + """
 end
 local value = redis.call('GET', KEYS[1])
 local ours = (not value) or value == ARGV[1]
 local results = {}
 if ours or ARGV[9] == '0' then
+""" + ("  record({KEYS[4], KEYS[5]}, {ARGV[10], ARGV[11], ARGV[12]})\n" if with_record
+       else "") + f"""
   local k, a = tonumber(ARGV[7]), tonumber(ARGV[8])
-  for i = 0, (#KEYS - 3) / k - 1 do
-    local keys, args = {}, {}
-    for j = 1, k do keys[j] = KEYS[3 + i * k + j] end
-    for j = 1, a do args[j] = ARGV[9 + i * a + j] end
+  for i = 0, (#KEYS - {kbase}) / k - 1 do
+    local keys, args = {{}}, {{}}
+    for j = 1, k do keys[j] = KEYS[{kbase} + i * k + j] end
+    for j = 1, a do args[j] = ARGV[{abase} + i * a + j] end
     local ok, got = pcall(append, keys, args)
     if not ok then
-      got = {'~error', type(got) == 'table' and got.err or tostring(got)}
+      got = {{'~error', type(got) == 'table' and got.err or tostring(got)}}
     end
     results[i + 1] = got
   end
@@ -158,8 +168,12 @@ if ours then
   if ARGV[2] == '' then redis.call('DEL', KEYS[1])
   else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 end
-return {ours and 1 or 0, results}
-""")
+return {{ours and 1 or 0, results}}
+"""
+
+
+_CLOSING = Script(_closing_source(with_record=False))
+_CLOSING_DURABLE = Script(_closing_source(with_record=True))
 _PENDING = "~pending:"  # a claimed, unsettled send; messages are JSON, never start so
 # 1: renewed; 2: it had expired and nobody took it, so it is ours again; 0: lost.
 _RENEW = Script("""
@@ -338,6 +352,7 @@ class RedisState(SharedState):
         sending = Sending(SendClaim("claimed", token=claim_token))
         ttl_ms = max(1, int(ttl * 1000))
         recorded = ""
+        persisted = False
         try:
             if not int(got[0]):
                 got = self._wait_turn(conversation_id, [lock, seq_key, last_key], turn_token,
@@ -347,19 +362,32 @@ class RedisState(SharedState):
             if sending.turn.new_last_id is not None:
                 recorded = str(sending.turn.new_last_id)
             fused = self._fusable(sending.fan_out)
+            # The message's record goes in the close's script where the close is one
+            # script on this very server; else it is made now, before the fan-out.
+            durable = sending.persist if (
+                fused is not None and isinstance(sending.persist, PreparedRecord)
+                and sending.persist.client is self.client) else None
+            if sending.persist is not None and durable is None:
+                sending.persist.run()
+                persisted = True
             if sending.fan_out is not None and fused is None:
                 broker, users, payload = sending.fan_out
                 broker.append(users, payload)
         except BaseException:
             self._end_send(client_msg_id, [
                 (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),
-                (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
-                                            ttl_ms])])
+                (_SETTLE_SEND, record[:1], [_PENDING + claim_token,
+                                            sending.remembered(persisted) or "", ttl_ms])])
             raise
         if fused is not None:
+            # Failing past its retries, the close leaves the claim pending: if the close
+            # did run, the claim holds the message; if not, nothing was stored, and once
+            # the claim lapses a retry sends it.
             self._close(fused, [record[0], lock, last_key],
                         [_PENDING + claim_token, sending.message or "", ttl_ms, turn_token,
-                         recorded, LAST_ID_TTL])
+                         recorded, LAST_ID_TTL], durable)
+            if durable is not None:
+                durable.done()
             return
         closing = [
             (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
@@ -374,17 +402,23 @@ class RedisState(SharedState):
             self._end_send(client_msg_id, closing)
             raise
 
-    def _close(self, fused: PreparedAppend, keys: list[str], args: list[Any]) -> None:
-        """Run _CLOSING; if its reply is lost with the connection, run it again (it is
-        all or nothing, and guarded) for up to LOST_LINK_PAUSES before failing."""
+    def _close(self, fused: PreparedAppend, keys: list[str], args: list[Any],
+               durable: PreparedRecord | None = None) -> None:
+        """Run _CLOSING (_CLOSING_DURABLE with the message's record); if its reply is
+        lost with the connection, run it again (it is all or nothing, and guarded) for
+        up to LOST_LINK_PAUSES before failing."""
         append_keys = [key for _, call_keys, _ in fused.calls for key in call_keys]
         append_args = [arg for _, _, call_args in fused.calls for arg in call_args]
         shape = [len(fused.calls[0][1]), len(fused.calls[0][2])]
+        script, record_keys, record_args = _CLOSING, [], []
+        if durable is not None:
+            script, record_keys, record_args = _CLOSING_DURABLE, durable.keys, durable.args
         error: RedisError | None = None
         for attempt in lost_link_attempts():
             try:
-                ours, results = _CLOSING(self.client, [*keys, *append_keys],
-                                         [*args, *shape, int(attempt > 0), *append_args])
+                ours, results = script(self.client, [*keys, *record_keys, *append_keys],
+                                       [*args, *shape, int(attempt > 0), *record_args,
+                                        *append_args])
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 error = error or exc
                 continue

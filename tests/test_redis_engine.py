@@ -8,6 +8,7 @@ live workers ever share one.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -658,3 +659,66 @@ def test_a_send_on_a_cluster_whose_member_append_dropped_still_reaches_that_memb
     assert len(seen) == 2
     for user in (71, 72):
         assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1]
+
+
+@pytest.mark.parametrize("drops", [0, 1, 5], ids=["clean", "reply-lost-once", "all-lost"])
+def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
+        request, monkeypatch, drops):
+    """On one server the message's record (persist tail and stream) goes in the send's
+    closing script: durable exactly when its appends and its settling are. A lost reply
+    (the script ran) is not recorded twice; when every attempt is lost before reaching
+    the server, nothing is stored and the claim is left to lapse, so the client's retry
+    sends the message then - never a copy of a stored one."""
+    import storage.state_redis as state_redis
+    from storage.history import Message
+    from storage.persist_buffer import PersistBuffer
+    from workers.queue import RqJobQueue
+
+    client, prefix = client_for(require_service("redis"), request)
+    state = RedisState(client, prefix=prefix)
+    broker = RedisBroker(client, prefix=prefix)
+    buffer = PersistBuffer(client, prefix, shards=1)
+    scheduled: list[int] = []
+    jobs = RqJobQueue(buffer, queue=None, state=state)
+    monkeypatch.setattr(jobs, "_schedule", scheduled.append)  # no RQ queue here
+    options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0, "hold": 0.5}
+    real = state_redis._CLOSING_DURABLE
+    left = [drops]
+
+    def dropping(client: Any, keys: Any, args: Any) -> Any:
+        if left[0]:
+            left[0] -= 1
+            if drops == 1:
+                real(client, keys, args)  # ran; only its reply is lost
+            raise redis.ConnectionError("connection lost (test)")
+        return real(client, keys, args)
+
+    monkeypatch.setattr(state_redis, "_CLOSING_DURABLE", dropping)
+    message = Message(id=7001, conversation_id=77, seq=1, sender_id=93, client_msg_id="r1",
+                      text="hello", created_at=1)
+
+    def send(timeout: float = 10.0) -> None:
+        with state.sending(93, "r1", 77, timeout=timeout, **options) as sending:
+            sending.message = json.dumps(message.to_json())
+            sending.persist = jobs.prepare_persist(message, [93, 94])
+            sending.turn.new_last_id = message.id  # type: ignore[union-attr]
+            sending.fan_out = (broker, [93, 94], ev(1))
+
+    if drops == 5:  # more than the close's attempts
+        with pytest.raises(redis.ConnectionError):
+            send()
+        assert [m.id for m in buffer.tail(77)] == [] and client.xlen(buffer.stream_key(0)) == 0
+        assert scheduled == []
+        # The claim, left pending, lapses after its hold; the turn's lock after its TTL
+        # (5 s: the close that would have ended it never ran). The retry sends it.
+        time.sleep(0.6)
+        left[0] = 0
+        send(timeout=8.0)
+    else:
+        send()
+    assert [m.id for m in buffer.tail(77)] == [7001]
+    assert client.xlen(buffer.stream_key(0)) == 1
+    assert scheduled == [0]
+    with state.sending(93, "r1", 77, **options) as retry:
+        assert retry.claim.outcome == "sent"
+        assert json.loads(retry.claim.value or "")["id"] == "7001"

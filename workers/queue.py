@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage.history import HistoryStore, Message
+from storage.persist_buffer import PreparedRecord
 
 
 def persist_now(history: HistoryStore, messages: Sequence[Message],
@@ -20,6 +21,11 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def persist(self, message: Message, member_ids: Sequence[int]) -> None:
         """Make a message durable; returns once it is guaranteed to reach history."""
+
+    def prepare_persist(self, message: Message, member_ids: Sequence[int]) -> Any:
+        """``persist`` in a form a send can fold into its close (a PreparedRecord), or
+        None when this queue persists only by ``persist``."""
+        return None
 
     def depths(self) -> dict[str, int]:
         """Jobs or entries waiting, by queue (for metrics)."""
@@ -58,7 +64,16 @@ class RqJobQueue(JobQueue):
         self._asked: dict[int, float] = {}  # shard -> when this process last asked
 
     def persist(self, message: Message, member_ids: Sequence[int]) -> None:
-        shard = self.buffer.record(message, member_ids)
+        self._schedule(self.buffer.record(message, member_ids))
+
+    def prepare_persist(self, message: Message, member_ids: Sequence[int]) -> PreparedRecord:
+        keys, args = self.buffer.record_call(message, member_ids)
+        shard = self.buffer.shard_of(message.conversation_id)
+        return PreparedRecord(self.buffer.client, keys, args,
+                              run=lambda: self.persist(message, member_ids),
+                              done=lambda: self._schedule(shard))
+
+    def _schedule(self, shard: int) -> None:
         # Each process asks Redis at most once per shard and interval (a round trip per
         # message saved under load). A message that finds no drain coming waits for the
         # next one or for a worker's own backlog check, every second: late, never lost.
