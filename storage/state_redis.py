@@ -15,15 +15,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import gevent
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.broker_redis import APPEND_SOURCE, PreparedAppend, RedisBroker
 from storage.ids import MAX_WORKER, IdGenerator
 from storage.near_cache import NearCache
 from storage.persist_buffer import RECORD_SOURCE, PreparedRecord
 from storage.redis_conn import (
+    LOST_LINK,
     RedisClient,
     Script,
     client_is_cluster,
@@ -419,7 +418,7 @@ class RedisState(SharedState):
                 ours, results = script(self.client, [*keys, *record_keys, *append_keys],
                                        [*args, *shape, int(attempt > 0), *record_args,
                                         *append_args])
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except LOST_LINK as exc:
                 error = error or exc
                 continue
             if attempt > 0 and not int(ours):

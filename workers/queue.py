@@ -22,7 +22,8 @@ class JobQueue(abc.ABC):
     def persist(self, message: Message, member_ids: Sequence[int]) -> None:
         """Make a message durable; returns once it is guaranteed to reach history."""
 
-    def prepare_persist(self, message: Message, member_ids: Sequence[int]) -> Any:
+    def prepare_persist(self, message: Message,
+                        member_ids: Sequence[int]) -> PreparedRecord | None:
         """``persist`` in a form a send can fold into its close (a PreparedRecord), or
         None when this queue persists only by ``persist``."""
         return None
