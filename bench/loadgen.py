@@ -3,12 +3,13 @@
     python -m bench.loadgen --target switchboard --port 8080 --transport ws \\
         --scenario direct --users 2000 --rate 500 --duration 20 --server-pid 1234
 
-Scenarios: ``idle`` (connect everyone, server RSS per connection, then a probe message
-to each user), ``direct`` (1:1 pairs at --rate msg/s), ``group`` (--groups of
---members at --rate msg/s in total), ``max`` (--senders closed-loop senders, as fast as
-acks come back), ``storm`` (everyone drops, one message each while offline, all
-reconnect at once with their cursor). Each message text is ``<key> <monotonic ns>``;
-receivers de-duplicate by key, so lost and duplicated deliveries are counted exactly.
+Scenarios: ``idle`` (connect everyone, server RSS per connection, server CPU over
+--duration quiet seconds, then a probe message to each user), ``direct`` (1:1 pairs at
+--rate msg/s), ``group`` (--groups of --members at --rate msg/s in total), ``max``
+(--senders closed-loop senders, as fast as acks come back), ``storm`` (everyone drops,
+one message each while offline, all reconnect at once with their cursor). Each message
+text is ``<key> <monotonic ns>``; receivers de-duplicate by key, so lost and duplicated
+deliveries are counted exactly.
 
 One asyncio process, raw sockets; it reports its own CPU time so a client-bound result
 is visible. Results go to --out as one JSON line per run. Bounded by --timeout.
@@ -259,6 +260,14 @@ class Run:
                      "rss_after_kib": rss1,
                      "kib_per_conn": round((rss1 - rss0) / max(1, held), 1)}
         if a.scenario == "idle":
+            # Parked connections should cost (next to) nothing: the server's CPU while
+            # everyone is connected and nothing is sent, for --duration seconds.
+            async def quiet() -> dict:
+                await asyncio.sleep(a.duration)
+                return {}
+            held_cpu = await self.measured(quiet, users)
+            res.update({f"quiet_{k}": v for k, v in held_cpu.items() if k.endswith("cpu_pct")})
+
             async def probe() -> dict:
                 # One message to each user: each pair member sends to the other.
                 targets = [(c.members[1 - i], c) for c in convs for i in (0, 1)]

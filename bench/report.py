@@ -44,7 +44,8 @@ def cell(values: list, digits: int = 1) -> str:
 
 COLUMNS = {
     "idle": [("connected", "held"), ("live", "live"), ("kib_per_conn", "KiB/conn"),
-             ("connect_s", "connect s"), ("server_cpu_pct", "srv CPU %"),
+             ("connect_s", "connect s"), ("quiet_server_cpu_pct", "quiet srv CPU %"),
+             ("quiet_redis_cpu_pct", "quiet Redis CPU %"), ("server_cpu_pct", "srv CPU %"),
              ("client_cpu_pct", "client CPU %")],
     "direct": [("send_rate", "sent/s"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"),
                ("p99_ms", "p99 ms"), ("max_ms", "max ms"), ("lost", "lost"),

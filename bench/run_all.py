@@ -218,9 +218,9 @@ def run_one(server: Server, config: str, target: str, scenario: str, transport: 
         print(f"  {config} {scenario} {transport}: failed\n{res.stderr[-1500:]}", flush=True)
         return
     rec = json.loads(res.stdout.strip().splitlines()[-1])
-    keys = ("connected", "kib_per_conn", "live", "send_rate", "accepted_per_s",
-            "delivered_per_s", "deliveries_per_s", "caught_up_s", "p50_ms", "p99_ms",
-            "lost", "duplicates", "server_cpu_pct", "client_cpu_pct")
+    keys = ("connected", "kib_per_conn", "quiet_server_cpu_pct", "live", "send_rate",
+            "accepted_per_s", "delivered_per_s", "deliveries_per_s", "caught_up_s", "p50_ms",
+            "p99_ms", "lost", "duplicates", "server_cpu_pct", "client_cpu_pct")
     print(f"  {config} {scenario} {transport}: " + " ".join(
         f"{k}={rec[k]}" for k in keys if rec.get(k) is not None), flush=True)
 

@@ -31,3 +31,20 @@ def test_loadgen_reports_zero_lost(tmp_path, transport):
     assert record["acked"] > 0 and record["send_errors"] == 0
     assert record["lost"] == 0 and record["duplicates"] == 0
     assert record["delivered"] == record["acked"]
+
+
+def test_idle_holds_everyone_reports_the_quiet_cpu_and_reaches_each_user(tmp_path):
+    gateway = GatewayServer(tmp_path / "gw").start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", "--port", str(gateway.port),
+             "--transport", "sse", "--scenario", "idle", "--users", "6",
+             "--duration", "1", "--drain", "10", "--timeout", "90",
+             "--server-pid", str(gateway.proc.pid)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        gateway.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert record["connected"] == 6 and record["live"] == 6
+    assert record["quiet_server_cpu_pct"] >= 0 and record["lost"] == 0
