@@ -124,6 +124,7 @@ class Settings:
     events_page_limit: int = 500
 
     # --- presence ----------------------------------------------------------------------
+    # A user's requests and live connections renew their presence at most this often.
     presence_heartbeat: float = 5.0
     presence_timeout: float = 30.0  # offline after this long without a heartbeat
     presence_sweep_interval: float = 1.0

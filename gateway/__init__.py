@@ -95,6 +95,6 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
 
     # Flask-SQLAlchemy removes each app context's session at its teardown.
     if settings.require_gevent:
-        svc.presence.run_sweeper(app, settings.presence_sweep_interval)
+        svc.presence.run_sweeper(app, settings.presence_sweep_interval, live=svc.hub.watched)
     log.info("switchboard ready: engine=%s database=%s", svc.engine, url.split("@")[-1])
     return app

@@ -68,7 +68,6 @@ class Feed:
         # that read, so any append since has set it: until then, reading finds nothing.
         self._caught_up = not first.reset and (
             cursor is None or len(first.events) < prefetch)
-        self._last_touch = time.monotonic()
 
     def next(self, timeout: float, limit: int) -> Batch:
         """Events after the cursor, waiting up to ``timeout`` s for some to arrive."""
@@ -165,25 +164,18 @@ class Feed:
         return taken
 
     def _wait(self, deadline: float) -> bool:
-        """Wait for a wake-up until ``deadline``, touching presence on the way; False
-        once the deadline has passed."""
-        heartbeat = self.svc.settings.presence_heartbeat
-        now = time.monotonic()
-        if now - self._last_touch >= heartbeat:
-            self.touch()
-        remaining = deadline - now
+        """Wait for a wake-up until ``deadline``. False when none came and nothing can
+        have been missed either: the deadline had passed, or the broker vouches that the
+        cursor is still the tip. A wait that ran out unvouched asks for one more read
+        (pub/sub is at-most-once), so an idle connection reads the log at most once per
+        the broker's trust window, not once per wait. Presence is not renewed here: the
+        presence loop renews every user with a live connection."""
+        remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        self.sub.wake.wait(min(remaining, heartbeat))
-        return True
-
-    def touch(self) -> None:
-        """A live connection is a presence heartbeat."""
-        self._last_touch = time.monotonic()
-        try:
-            self.svc.presence.touch(self.user_id)
-        except UNAVAILABLE as exc:  # a missed heartbeat is harmless; the next one counts
-            log.info("presence heartbeat skipped: %s", exc)
+        if self.sub.wake.wait(remaining):
+            return True
+        return not self.svc.broker.at_tip(self.user_id, self.cursor)
 
     def _reset_event(self) -> dict[str, Any]:
         return {"type": EventType.RESET.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 
 import gevent
 from flask import Flask
@@ -97,9 +98,15 @@ class PresenceService:
             return list(session.scalars(select(Friendship.friend_id).where(
                 Friendship.user_id == user_id)))
 
-    def run_sweeper(self, app: Flask, interval: float) -> gevent.Greenlet:
+    def run_sweeper(self, app: Flask, interval: float,
+                    live: Callable[[], Iterable[int]] | None = None) -> gevent.Greenlet:
         """Sweep, and send the set-aside renewals, every ``interval`` seconds (at most
-        one: a renewal must land well within the presence timeout)."""
+        one: a renewal must land well within the presence timeout).
+
+        ``live``: the users with a connection open here, whose connection is their
+        heartbeat. Renewing them here lets a parked connection sleep until it has
+        something to do (its own keep-alive), instead of waking every heartbeat to say
+        it is still there: 10,000 parked connections were 2,000 wake-ups a second."""
         self.defer_renewals()
 
         def loop() -> None:
@@ -107,6 +114,8 @@ class PresenceService:
                 gevent.sleep(min(interval, 1.0))
                 try:
                     with app.app_context():
+                        for user_id in live() if live is not None else ():
+                            self.touch(user_id)  # throttled: mostly a dict look-up
                         self.renew()
                         self.sweep()
                 except UNAVAILABLE as exc:  # Redis away or overloaded: the next round retries

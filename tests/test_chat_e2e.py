@@ -7,6 +7,7 @@ order, whatever transport they use and whichever way the sender sent it.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -116,6 +117,15 @@ def _presence_of(feed, user_id: int, online: bool) -> dict:  # type: ignore[no-u
                           and e["data"]["online"] is online, 15)
     assert found, f"no presence online={online} for {user_id}"
     return found
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_a_silent_stream_keeps_its_user_online(new_user, transport):
+    """The stream is the heartbeat: no request for twice the 2 s presence timeout."""
+    alice, bob = new_user(), new_user()
+    with open_transport(transport, bob):
+        time.sleep(4.5)
+        assert [p["online"] for p in alice.presence([bob.user_id])] == [True]
 
 
 def test_presence_transitions_reach_friends(new_user):

@@ -57,6 +57,17 @@ def test_direct_chat_across_nodes_loses_and_reorders_nothing(nodes, transport):
     assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
 
 
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_a_silent_stream_keeps_its_user_online_on_every_node(nodes, transport):
+    """No request for twice the 2 s presence timeout: the stream on node A renews the
+    user's presence, and node B sees it."""
+    user = nodes.user(nodes.a)
+    watcher = nodes.user(nodes.b)
+    with open_transport(transport, user):
+        time.sleep(4.5)
+        assert [p["online"] for p in watcher.presence([user.user_id])] == [True]
+
+
 def test_group_chat_with_everyone_on_a_different_node_and_transport(nodes):
     listeners = [(nodes.a, "ws"), (nodes.b, "sse"), (nodes.a, "longpoll"), (nodes.b, "poll")]
     members = [nodes.user(node) for node, _ in listeners]

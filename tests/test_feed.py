@@ -28,9 +28,7 @@ class ReadCountingBroker(MemoryBroker):
 
 def make_feed(broker: MemoryBroker, hub: Hub, user_id: int = 1,
               cursor: str | None = None, transport: str = "sse", prefetch: int = 0) -> Feed:
-    svc: Any = SimpleNamespace(
-        hub=hub, broker=broker, settings=SimpleNamespace(presence_heartbeat=30.0),
-        presence=SimpleNamespace(touch=lambda user_id: None))
+    svc: Any = SimpleNamespace(hub=hub, broker=broker)
     return Feed(svc, user_id, "session", cursor, transport, prefetch)
 
 
@@ -152,6 +150,66 @@ def test_a_long_poll_back_at_the_tip_opens_without_reading_and_still_gets_the_ne
     behind.close()
     make_feed(broker, hub, cursor=broker.tip(1), transport="poll", prefetch=100).close()
     assert broker.reads == 3  # the poll's read, and tip()'s
+
+
+class TipBroker(ReadCountingBroker):
+    """Vouches (or not) for every cursor being the tip, as a Redis broker does while
+    its channel is confirmed and the tip fresh."""
+
+    def __init__(self, vouches: bool) -> None:
+        super().__init__()
+        self.vouches = vouches
+
+    def at_tip(self, user_id: int, cursor: str) -> bool:
+        return self.vouches
+
+
+def append_unheard(broker: MemoryBroker, user_id: int, event: dict[str, Any]) -> None:
+    """An append whose wake-up is lost (pub/sub is at-most-once)."""
+    listener, broker.listener = broker.listener, None
+    try:
+        broker.append([user_id], event)
+    finally:
+        broker.listener = listener
+
+
+def test_a_quiet_wait_the_broker_vouches_for_ends_without_reading_the_log():
+    broker = TipBroker(vouches=True)
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    broker.reads = 0
+    for _ in range(3):
+        batch = feed.next(0.05, 100)
+        assert batch.events == [] and batch.cursor == feed.cursor
+    assert broker.reads == 0
+    broker.append([1], ev(1))  # a wake-up still ends the wait at once
+    assert numbers(feed.next(5.0, 100).events) == [1]
+    hub.stop()
+
+
+def test_a_quiet_wait_the_broker_cannot_vouch_for_ends_with_one_read_which_finds_a_lost_wake():
+    broker = TipBroker(vouches=False)
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    broker.reads = 0
+    assert feed.next(0.05, 100).events == [] and broker.reads == 1
+    append_unheard(broker, 1, ev(1))
+    started = time.monotonic()
+    assert numbers(feed.next(0.2, 100).events) == [1]
+    assert time.monotonic() - started >= 0.2  # found by the read at the end of the wait
+    assert broker.reads == 2
+    hub.stop()
+
+
+def test_a_memory_broker_vouches_only_for_the_real_tip():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    broker.reads = 0
+    assert feed.next(0.05, 100).events == [] and broker.reads == 0
+    append_unheard(broker, 1, ev(1))
+    assert numbers(feed.next(0.05, 100).events) == [1] and broker.reads == 1
+    hub.stop()
 
 
 def sent(n: int, sender: int, client_msg_id: str) -> dict[str, Any]:

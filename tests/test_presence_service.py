@@ -69,3 +69,25 @@ def test_a_batched_renewal_of_a_user_swept_offline_publishes_the_transition():
     service.renew()
     assert online_events(recorder) == [3, 3]
     assert tracker.status([3])[3].online
+
+
+def test_the_loop_renews_users_with_a_live_connection_and_no_one_else():
+    import gevent
+    from flask import Flask
+
+    service, tracker, recorder = make()
+    live = {1}
+    service.touch(1)
+    service.touch(2)  # a request, then nothing: not renewed by the loop
+    first = {u: last_seen(tracker, u) for u in (1, 2)}
+    # The loop is a greenlet: the test sleeps the gevent way to let it run.
+    loop = service.run_sweeper(Flask(__name__), 0.01, live=lambda: list(live))
+    try:
+        gevent.sleep(THROTTLE * 4)
+        assert last_seen(tracker, 1) > first[1]
+        assert last_seen(tracker, 2) == first[2]
+        live.add(3)  # connected elsewhere in this process: online at the next round
+        gevent.sleep(THROTTLE)
+        assert 3 in online_events(recorder)
+    finally:
+        loop.kill()
