@@ -76,8 +76,7 @@ def build_services(settings: Settings) -> Services:
         engine = "memory"
     # The Hub also registers live connections, so push skips connected members.
     hub, notifier = build_push(settings, broker, getattr(state, "client", None))
-    presence = PresenceService(tracker, broker,
-                               throttle=min(5.0, settings.presence_heartbeat))
+    presence = PresenceService(tracker, broker, throttle=settings.presence_heartbeat)
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
                     ids=ids, jobs=jobs, presence=presence, engine=engine, notifier=notifier)
 
