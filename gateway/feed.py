@@ -112,6 +112,11 @@ class Feed:
                 return Batch([*ephemeral, *carried], self.cursor, None)
             if carried is None:
                 skip_read = False  # what arrived does not follow the cursor: read
+            elif (ephemeral and self._caught_up
+                  and self.svc.broker.at_tip(self.user_id, self.cursor)):
+                # Only typing or presence came, and nothing was appended since the last
+                # look: no read (in a busy group each member's would be one per keypress).
+                return Batch(ephemeral, self.cursor, None)
             if skip_read and not ephemeral and not self.sub.closed:
                 skip_read = False
                 if not self._wait(deadline):

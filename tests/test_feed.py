@@ -212,6 +212,23 @@ def test_a_memory_broker_vouches_only_for_the_real_tip():
     hub.stop()
 
 
+def test_typing_at_the_tip_is_handed_over_without_reading_the_log():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = make_feed(broker, hub)
+    typing = {"type": "typing", "data": {"user_id": 2, "conversation_id": 7}}
+    broker.reads = 0
+    broker.publish_ephemeral([1], typing)
+    assert feed.next(1.0, 100).events == [typing] and broker.reads == 0
+    # Behind the tip (an append whose wake-up was lost): typing comes with a read.
+    append_unheard(broker, 1, ev(1))
+    broker.publish_ephemeral([1], typing)
+    batch = feed.next(1.0, 100)
+    assert batch.events[0] == typing and numbers(batch.events[1:]) == [1]
+    assert broker.reads == 1
+    hub.stop()
+
+
 def sent(n: int, sender: int, client_msg_id: str) -> dict[str, Any]:
     return {"type": "message.created",
             "data": {"n": n, "sender_id": sender, "client_msg_id": client_msg_id}}
