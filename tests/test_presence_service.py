@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+import gevent
+from flask import Flask
+
 from gateway.presence import PresenceService
 from storage.broker_memory import MemoryBroker
 from storage.presence_memory import MemoryPresence
@@ -72,9 +75,6 @@ def test_a_batched_renewal_of_a_user_swept_offline_publishes_the_transition():
 
 
 def test_the_loop_renews_users_with_a_live_connection_and_no_one_else():
-    import gevent
-    from flask import Flask
-
     service, tracker, recorder = make()
     live = {1}
     service.touch(1)
