@@ -75,9 +75,12 @@ class PersistBuffer:
     # --- gateway side ----------------------------------------------------------------
     def record(self, message: Message, member_ids: Sequence[int]) -> int:
         """Make ``message`` durable in Redis; returns the shard to drain."""
-        keys, args = self.record_call(message, member_ids)
-        _RECORD(self.client, keys, args)
+        self.run_record(*self.record_call(message, member_ids))
         return self.shard_of(message.conversation_id)
+
+    def run_record(self, keys: list[str], args: list[Any]) -> None:
+        """Make a record from ``record_call``'s keys and arguments, alone."""
+        _RECORD(self.client, keys, args)
 
     def record_call(self, message: Message, member_ids: Sequence[int]
                     ) -> tuple[list[str], list[Any]]:

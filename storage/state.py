@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from storage.broker import Broker
+    from storage.persist_buffer import PreparedRecord
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Sending:
         self.turn = turn
         self.message: str | None = None
         self.fan_out: tuple[Broker, list[int], dict[str, Any]] | None = None
-        self.persist: Any = None
+        self.persist: PreparedRecord | None = None
 
     def remembered(self, persisted: bool) -> str | None:
         """What a send that failed part-way settles its claim with: the message if it is

@@ -70,8 +70,10 @@ class RqJobQueue(JobQueue):
     def prepare_persist(self, message: Message, member_ids: Sequence[int]) -> PreparedRecord:
         keys, args = self.buffer.record_call(message, member_ids)
         shard = self.buffer.shard_of(message.conversation_id)
-        return PreparedRecord(self.buffer.client, keys, args,
-                              run=lambda: self.persist(message, member_ids),
+        def run() -> None:  # the same call, not built (and its JSON encoded) again
+            self.buffer.run_record(keys, args)
+            self._schedule(shard)
+        return PreparedRecord(self.buffer.client, keys, args, run=run,
                               done=lambda: self._schedule(shard))
 
     def _schedule(self, shard: int) -> None:
