@@ -722,3 +722,42 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
     with state.sending(93, "r1", 77, **options) as retry:
         assert retry.claim.outcome == "sent"
         assert json.loads(retry.claim.value or "")["id"] == "7001"
+
+
+def test_presence_expiry_takes_a_crowd_in_batches_and_spares_a_late_heartbeat(
+        redis_url, request, monkeypatch):
+    from storage import presence_redis
+
+    client, prefix = client_for(redis_url, request)
+    presence = presence_redis.RedisPresence(client, prefix=prefix, timeout=30.0, shards=2)
+    monkeypatch.setattr(presence_redis, "_EXPIRE_BATCH", 4)  # 20 users a shard: 5 rounds
+    users = list(range(1, 41))
+    presence.touch_many(users, 1_000)
+    script = presence_redis._EXPIRE
+    late = []
+
+    class HeartbeatFirst:  # a heartbeat lands between the listing and the script
+        def many(self, client_, calls):
+            if not late:
+                late.append(presence.touch_many([1, 2], 35_000))
+            return script.many(client_, calls)
+
+    monkeypatch.setattr(presence_redis, "_EXPIRE", HeartbeatFirst())
+    gone = presence.expire(40_000)
+    assert late == [[]]  # still online when it beat
+    assert gone == [(u, 1_000) for u in users[2:]]
+    assert presence.status([1, 3]) == {1: (True, 35_000), 3: (False, 1_000)}
+    key = presence.keys.presence_seen(presence._shard(3), 3)
+    assert 0 < client.ttl(key) <= presence_redis._LAST_SEEN_TTL
+
+
+def test_a_renewed_registry_key_always_expires(redis_url, request):
+    from storage.connections_redis import RedisConnections
+
+    client, prefix = client_for(redis_url, request)
+    registry = RedisConnections(client, prefix=prefix, ttl=1.0, linger=0.3)
+    registry.open(5, "a")
+    client.delete(registry.key(5))  # lapsed, as if its process had been away
+    registry.renew([(5, "a")])
+    assert registry.live([5]) == {5}
+    assert 0 < client.pttl(registry.key(5)) <= 2_000  # nothing outlives its users

@@ -38,3 +38,14 @@ def test_closing_what_is_not_open_registers_nothing(registry):
 
 def test_live_of_nobody_is_empty(registry):
     assert registry.live([]) == set()
+
+
+def test_renewal_keeps_a_connection_counting_past_several_ttls(registry):
+    registry.open(8, "a")
+    for _ in range(4):  # 2.4 s: past the entry's 1 s and the key's own expiry
+        time.sleep(0.6)
+        registry.renew([(8, "a")])
+        assert registry.live([8]) == {8}
+    registry.close(8, "a")
+    time.sleep(0.45)
+    assert registry.live([8]) == set()

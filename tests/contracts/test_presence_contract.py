@@ -33,3 +33,25 @@ def test_touch_many_renews_together_and_reports_who_came_online(presence):
     assert presence.expire(35_000) == []  # 4 was renewed at 20 s, not left at 1 s
     assert presence.status([4, 5]) == {4: (True, 20_000), 5: (True, 20_000)}
     assert presence.touch_many([5], 21_000) == []
+
+
+def test_a_late_heartbeat_never_moves_last_seen_back(presence):
+    # Nodes' clocks disagree by a little: the newest heartbeat is what counts.
+    presence.touch(7, 50_000)
+    assert presence.touch_many([7, 8, 8], 45_000) == [8]  # once each, in any shard
+    assert presence.status([7]) == {7: (True, 50_000)}
+    assert presence.expire(74_000) == []
+    assert presence.expire(75_001) == [(8, 45_000)]  # 7's 50 s counts, not its 45 s
+    assert presence.expire(80_001) == [(7, 50_000)]
+    assert presence.status([7]) == {7: (False, 50_000)}
+
+
+def test_many_users_go_offline_together_each_with_their_own_last_seen(presence):
+    users = list(range(100, 400))
+    assert sorted(presence.touch_many(users, 1_000)) == users
+    presence.touch_many(users[::3], 2_000)
+    gone = presence.expire(40_000)
+    assert gone == sorted((u, 2_000 if (u - 100) % 3 == 0 else 1_000) for u in users)
+    assert presence.expire(40_000) == []
+    status = presence.status(users)
+    assert status[100] == (False, 2_000) and status[101] == (False, 1_000)
