@@ -470,6 +470,41 @@ def test_tip_is_known_from_other_processes_appends_and_never_past_a_lost_connect
     assert not receiver.at_tip(61, missed)
 
 
+def test_tips_are_checked_together_before_they_lapse_and_a_lost_wake_up_is_found(
+        brokers, monkeypatch):
+    """A parked connection's wait runs out every keep-alive; the check keeps its cursor
+    vouched for without a read of its own, and finds what a lost wake-up hid."""
+    from storage import broker_redis
+
+    monkeypatch.setattr(broker_redis, "_TIP_TRUST", 0.6)
+    listener = CountingListener()
+    receiver = brokers()
+    receiver.attach(listener)
+    sender = brokers(write_only=True)
+    tips = {u: sender.append([u], ev(0))[u] for u in (71, 72, 73)}
+    for user_id, cursor in tips.items():
+        receiver.watch(user_id)
+        wait_until(lambda u=user_id, c=cursor: receiver.read(u, None, 0).cursor == c
+                   and receiver.at_tip(u, c))
+    time.sleep(0.4)
+    # 72 gains an entry whose publication never arrives (what a lost wake-up looks like).
+    log_key, offset_key, _ = receiver.keys.user(72)
+    offset = receiver.client.incr(offset_key)
+    receiver.client.xadd(log_key, {"e": json.dumps(ev(9))}, id=f"{offset}-0")
+    # 73's log lapsed.
+    receiver.client.delete(*receiver.keys.user(73))
+    assert receiver.check_tips(older_than=10.0) == 0  # none that old
+    assert receiver.check_tips(older_than=0.3) == 3
+    assert listener.wakes[72] == 1 and listener.wakes[71] == listener.wakes[73] == 0
+    time.sleep(0.4)  # past the trust of the first learning: 71 stands on the check's
+    assert receiver.at_tip(71, tips[71])
+    assert not receiver.at_tip(72, tips[72])
+    assert [e["data"]["n"] for e in receiver.read(72, tips[72], 10).events] == [9]
+    assert not receiver.at_tip(73, tips[73])
+    time.sleep(0.3)
+    assert not receiver.at_tip(71, tips[71])  # unchecked, it lapses as before
+
+
 def test_a_sends_fan_out_goes_with_the_turns_end_and_a_failed_append_loses_nothing(
         redis_url, request):
     """On one server the members' appends share the round trip that ends the turn (a
