@@ -303,6 +303,8 @@ class RedisBroker(Broker):
                 self.check_tips()
             except RedisError as exc:  # the tips lapse; connections read for themselves
                 log.warning("tip check skipped: %s", exc)
+            except Exception:  # never let the loop die: the next round tries again
+                log.exception("tip check failed")
 
     # --- the log -----------------------------------------------------------------------
 
