@@ -125,7 +125,7 @@ class Settings:
 
     # --- presence ----------------------------------------------------------------------
     # Requests and live connections renew a user's presence at most this often: a third
-    # of the timeout, as each renewal is a Redis script (10,000 users: 1,000 a second).
+    # of the timeout, so two renewals can be late before a live user looks offline.
     presence_heartbeat: float = 10.0
     presence_timeout: float = 30.0  # offline after this long without a heartbeat
     presence_sweep_interval: float = 1.0
