@@ -17,7 +17,14 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from storage.redis_conn import RedisClient, Script, connect, delete_prefix, run_scripts
+from storage.redis_conn import (
+    QuickCheckParser,
+    RedisClient,
+    Script,
+    connect,
+    delete_prefix,
+    run_scripts,
+)
 from storage.state_redis import RedisState
 from tests.services import require_service
 
@@ -184,3 +191,60 @@ def test_a_lock_whose_reply_was_lost_is_still_taken_by_its_taker(client, prefix,
         assert took < 1.0  # did not wait for its own lock to lapse (5 s)
         assert client.get(key) is None  # and released it
     assert fault.left == 0
+
+
+def _pool(client: RedisClient) -> Any:
+    """The connection pool of the one server, or of a Cluster's first primary."""
+    if isinstance(client, RedisCluster):
+        pool = client.get_primaries()[0].redis_connection.connection_pool
+    else:
+        pool = client.connection_pool
+    return pool
+
+
+def test_the_parser_checks_for_unread_data_without_the_hub(client):
+    pool = _pool(client)
+    conn = pool.get_connection()
+    try:
+        assert isinstance(conn._parser, QuickCheckParser)
+    finally:
+        pool.release(conn)
+
+
+def test_a_pooled_connection_left_with_an_unread_reply_is_not_handed_out_dirty(client):
+    pool = _pool(client)
+    conn = pool.get_connection()
+    conn.send_command("ECHO", "stale")
+    deadline = time.monotonic() + 2
+    while not conn.can_read() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conn.can_read()  # the reply is waiting, unread
+    pool.release(conn)
+    again = pool.get_connection()
+    try:
+        again.send_command("ECHO", "fresh")
+        assert again.read_response() == "fresh"  # not the stale reply
+        assert not again.can_read()
+    finally:
+        pool.release(again)
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(client):
+    pool = _pool(client)
+    conn = pool.get_connection()
+    conn.send_command("CLIENT", "ID")
+    own_id = conn.read_response()
+    pool.release(conn)
+    killer = redis.Redis(host=pool.connection_kwargs["host"],
+                         port=pool.connection_kwargs["port"])
+    try:
+        assert killer.client_kill_filter(_id=own_id) == 1
+    finally:
+        killer.close()
+    time.sleep(0.05)
+    again = pool.get_connection()
+    try:
+        again.send_command("ECHO", "after")
+        assert again.read_response() == "after"
+    finally:
+        pool.release(again)
