@@ -30,6 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
+from storage.redis_coalesce import coalescer_for
+
 RedisClient = Union[redis.Redis, RedisCluster]  # noqa: UP007 - a runtime alias
 LOST_LINK = (RedisConnectionError, RedisTimeoutError)  # a call that may or may not have run
 
@@ -172,6 +174,8 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if not isinstance(client, RedisCluster) and coalescer_for(client) is not None:
+            return run_scripts(client, [(self, keys, args)])[0]  # batched with others
         options: dict[str, Any] = {}
         if isinstance(client, RedisCluster):
             options["target_nodes"] = client.get_node_from_key(keys[0])
@@ -223,6 +227,10 @@ def _pipeline(client: RedisClient,
 
 def _send(client: redis.Redis,
           calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    coalescer = coalescer_for(client)
+    if coalescer is not None:
+        return coalescer.run([("EVALSHA", script.sha, len(keys), *keys, *args)
+                              for script, keys, args in calls])
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -1,0 +1,152 @@
+"""Scripts from many greenlets share round trips to one Redis server (real servers).
+
+The gateway's workers batch only where gevent has patched sockets; here batching is
+switched on by hand and the callers are greenlets, which is all it needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import gevent
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+import storage.redis_coalesce as coalesce
+from storage.redis_conn import RedisClient, Script, connect, delete_prefix, run_scripts
+from tests.services import require_service
+from tests.test_redis_conn import LostReplies, keys_on_every_node, port_of
+
+pytestmark = pytest.mark.redis
+
+_INCR = Script("return redis.call('INCR', KEYS[1])")
+_ECHO_OR_FAIL = Script(
+    "if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') end "
+    "return ARGV[1]")
+_COUNT = Script("return {'counted', redis.call('INCR', KEYS[1])}")
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def client(request, monkeypatch) -> Iterator[RedisClient]:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(coalesce, "enabled", lambda: True)
+    made = connect(require_service(request.param), pool_size=4, health_check_interval=0)
+    yield made
+    for node_client in _node_clients(made):
+        found = coalesce._coalescers.pop(node_client, None)
+        if found is not None:
+            found.close()
+    made.close()
+
+
+@pytest.fixture
+def prefix(client: RedisClient) -> Iterator[str]:
+    name = f"sbtest-{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_prefix(client, name + ":*")
+
+
+def _node_clients(client: RedisClient) -> list[redis.Redis]:
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def _batches(client: RedisClient) -> int:
+    return sum(coalesce._coalescers[c].batches for c in _node_clients(client)
+               if c in coalesce._coalescers)
+
+
+def test_concurrent_callers_share_round_trips_and_each_gets_its_own_replies(client, prefix):
+    keys = keys_on_every_node(client, prefix, 1)
+    callers = 60
+
+    def call(i: int) -> list:
+        key = keys[i % len(keys)]
+        return run_scripts(client, [(_ECHO_OR_FAIL, [key], [f"a{i}"]),
+                                    (_INCR, [key], []),
+                                    (_ECHO_OR_FAIL, [key], [f"b{i}"])])
+
+    greenlets = [gevent.spawn(call, i) for i in range(callers)]
+    gevent.joinall(greenlets, raise_error=True)
+    for i, greenlet in enumerate(greenlets):
+        first, count, last = greenlet.value
+        assert (first, last) == (f"a{i}", f"b{i}")
+        assert 1 <= count <= callers
+    counts = sorted(g.value[1] for g in greenlets)
+    per_key = callers // len(keys)
+    assert counts == sorted(n for _ in keys for n in range(1, per_key + 1))  # each ran once
+    assert _batches(client) <= 2 * len(keys)  # not one round trip per caller
+
+
+def test_an_error_reply_goes_to_its_caller_alone(client, prefix):
+    key = keys_on_every_node(client, prefix, 1)[0]
+
+    def call(word: str) -> list:
+        return run_scripts(client, [(_ECHO_OR_FAIL, [key], [word]), (_INCR, [key], [])],
+                           raise_on_error=False)
+
+    greenlets = [gevent.spawn(call, w) for w in ("one", "fail", "three")]
+    gevent.joinall(greenlets, raise_error=True)
+    one, failed, three = (g.value for g in greenlets)
+    assert one[0] == "one" and three[0] == "three"
+    assert isinstance(failed[0], redis.ResponseError) and "asked to fail" in str(failed[0])
+    assert sorted([one[1], failed[1], three[1]]) == [1, 2, 3]  # its other script ran
+    with pytest.raises(redis.ResponseError, match="asked to fail"):
+        _ECHO_OR_FAIL(client, [key], ["fail"])
+
+
+def test_a_script_the_server_forgot_is_loaded_and_run_once(client, prefix):
+    key = keys_on_every_node(client, prefix, 1)[0]
+    assert _INCR(client, [key], []) == 1
+    client.script_flush()
+    greenlets = [gevent.spawn(_INCR, client, [key], []) for _ in range(5)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert sorted(g.value for g in greenlets) == [2, 3, 4, 5, 6]
+    assert int(client.get(key)) == 6
+
+
+def test_a_lost_reply_is_a_connection_error_for_the_whole_batch_and_the_link_recovers(
+        client, prefix, monkeypatch):
+    key = keys_on_every_node(client, prefix, 1)[0]
+    fault = LostReplies(monkeypatch, port_of(client, key))
+    greenlets = [gevent.spawn(run_scripts, client, [(_COUNT, [key], [])]) for _ in range(4)]
+    gevent.joinall(greenlets)
+    assert fault.left == 0
+    assert all(isinstance(g.exception, redis.ConnectionError) for g in greenlets)
+    assert int(client.get(key)) == 4  # every script ran, once: none was sent again
+    assert _COUNT(client, [key], []) == ["counted", 5]  # a new link, same coalescer
+
+
+def test_the_link_comes_back_after_the_server_drops_it(client, prefix):
+    key = keys_on_every_node(client, prefix, 1)[0]
+
+    def incr() -> int:  # run_scripts: a Cluster client batches pipelines, not lone calls
+        return run_scripts(client, [(_INCR, [key], [])])[0]
+
+    assert incr() == 1
+    node_client = next(c for c in _node_clients(client)
+                       if port_of(client, key) == c.connection_pool.connection_kwargs["port"])
+    own = coalesce._coalescers[node_client]._connection
+    own.send_command("CLIENT", "ID")
+    own_id = own.read_response()
+    assert node_client.client_kill_filter(_id=own_id) == 1
+    gevent.sleep(0.05)
+    # The write after the drop may or may not reach the server: either the caller is
+    # told (and nothing ran) or the script runs; never twice, and the next call works.
+    try:
+        incr()
+    except redis.ConnectionError:
+        pass
+    before = int(client.get(key))
+    assert incr() == before + 1
+
+
+def test_without_patched_sockets_there_is_no_batching():
+    assert not coalesce.enabled()  # the test process does not patch
+    made = connect(require_service("redis"), pool_size=2)
+    try:
+        assert coalesce.coalescer_for(made) is None
+    finally:
+        made.close()
