@@ -71,7 +71,7 @@ def machine() -> dict:
 
 def versions(venv_python: str) -> dict:
     code = ("import importlib.metadata as m\n"
-            "for p in ('flask','gevent','gunicorn','redis','python-socketio',"
+            "for p in ('flask','gevent','gunicorn','redis','hiredis','python-socketio',"
             "'python-engineio','simple-websocket'):\n"
             "    try: print(p, m.version(p))\n"
             "    except m.PackageNotFoundError: pass\n")
