@@ -53,26 +53,36 @@ def lost_link_attempts() -> Iterator[int]:
 
 
 _real_poll = monkey.get_original("select", "poll")
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer closed its end
+_HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL | _POLLRDHUP
 
 
 class QuickCheckParser(_HiredisParser):
-    """hiredis, with the pool's "anything unread?" check made without the hub.
+    """hiredis, with the "anything unread?" check made without the hub.
 
-    A pool checks every connection it hands out for unread data with a zero-timeout
-    poll. Under gevent that poll is gevent's: a watcher per call and a trip through
-    the hub, a twelfth of a worker's time on the send path (py-spy, `max`). The
-    original poll with timeout 0 never blocks; when it finds something the library's
-    own check decides what it is (data, or a closed connection).
+    A pool checks every connection it hands out for unread data, and the pub/sub
+    reader asks the same before each read, with a zero-timeout poll. Under gevent that
+    poll is gevent's: a watcher per call and a trip through the hub, a twelfth of a
+    worker's time on the send path (py-spy, `max`). The original poll with timeout 0
+    never blocks. It answers "nothing" and "data" here; a hang-up, an error or a TLS
+    socket (which may hold decrypted bytes the poll cannot see) go to redis-py's own
+    check, which tells data from a closed connection.
     """
 
     def can_read(self, timeout: float = 0) -> bool:
         sock, reader = self._sock, self._reader
-        if timeout == 0 and sock is not None and reader is not None and not reader.has_data():
-            poller = _real_poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            if not poller.poll(0):
-                return False
-        return super().can_read(timeout)
+        if timeout != 0 or sock is None or reader is None or hasattr(sock, "pending"):
+            return super().can_read(timeout)
+        if reader.has_data():
+            return True
+        poller = _real_poll()
+        poller.register(sock.fileno(), select.POLLIN | _POLLRDHUP)
+        events = poller.poll(0)
+        if not events:
+            return False
+        if events[0][1] & _HUNG_UP:
+            return super().can_read(timeout)
+        return True
 
 
 class QuickCheckConnection(redis.Connection):
