@@ -6,7 +6,6 @@ switched on by hand and the callers are greenlets, which is all it needs.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import gevent
@@ -15,9 +14,9 @@ import redis
 from redis.cluster import RedisCluster
 
 import storage.redis_coalesce as coalesce
-from storage.redis_conn import RedisClient, Script, connect, delete_prefix, run_scripts
+from storage.redis_conn import RedisClient, Script, connect, run_scripts
 from tests.services import require_service
-from tests.test_redis_conn import LostReplies, keys_on_every_node, port_of
+from tests.test_redis_conn import LostReplies, fresh_prefix, keys_on_every_node, port_of
 
 pytestmark = pytest.mark.redis
 
@@ -42,9 +41,7 @@ def client(request, monkeypatch) -> Iterator[RedisClient]:  # type: ignore[no-un
 
 @pytest.fixture
 def prefix(client: RedisClient) -> Iterator[str]:
-    name = f"sbtest-{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_prefix(client, name + ":*")
+    yield from fresh_prefix(client)
 
 
 def _node_clients(client: RedisClient) -> list[redis.Redis]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -42,11 +43,16 @@ def client(request) -> Iterator[RedisClient]:  # type: ignore[no-untyped-def]
     made.close()
 
 
-@pytest.fixture
-def prefix(client: RedisClient) -> Iterator[str]:
+def fresh_prefix(client: RedisClient) -> Iterator[str]:
+    """A key prefix for one test; its keys are deleted after it."""
     name = f"sbtest-{uuid.uuid4().hex[:10]}"
     yield name
     delete_prefix(client, name + ":*")
+
+
+@pytest.fixture
+def prefix(client: RedisClient) -> Iterator[str]:
+    yield from fresh_prefix(client)
 
 
 def keys_on_every_node(client: RedisClient, prefix: str, per_node: int = 2) -> list[str]:
@@ -202,39 +208,39 @@ def _pool(client: RedisClient) -> Any:
     return pool
 
 
-def test_the_parser_checks_for_unread_data_without_the_hub(client):
-    pool = _pool(client)
+@contextmanager
+def checked_out(pool: Any) -> Iterator[Any]:
     conn = pool.get_connection()
     try:
-        assert isinstance(conn._parser, QuickCheckParser)
+        yield conn
     finally:
         pool.release(conn)
 
 
+def test_the_parser_checks_for_unread_data_without_the_hub(client):
+    with checked_out(_pool(client)) as conn:
+        assert isinstance(conn._parser, QuickCheckParser)
+
+
 def test_a_pooled_connection_left_with_an_unread_reply_is_not_handed_out_dirty(client):
     pool = _pool(client)
-    conn = pool.get_connection()
-    conn.send_command("ECHO", "stale")
-    deadline = time.monotonic() + 2
-    while not conn.can_read() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert conn.can_read()  # the reply is waiting, unread
-    pool.release(conn)
-    again = pool.get_connection()
-    try:
+    with checked_out(pool) as conn:
+        conn.send_command("ECHO", "stale")
+        deadline = time.monotonic() + 2
+        while not conn.can_read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert conn.can_read()  # the reply is waiting, unread
+    with checked_out(pool) as again:
         again.send_command("ECHO", "fresh")
         assert again.read_response() == "fresh"  # not the stale reply
         assert not again.can_read()
-    finally:
-        pool.release(again)
 
 
 def test_a_pooled_connection_the_server_closed_is_replaced(client):
     pool = _pool(client)
-    conn = pool.get_connection()
-    conn.send_command("CLIENT", "ID")
-    own_id = conn.read_response()
-    pool.release(conn)
+    with checked_out(pool) as conn:
+        conn.send_command("CLIENT", "ID")
+        own_id = conn.read_response()
     killer = redis.Redis(host=pool.connection_kwargs["host"],
                          port=pool.connection_kwargs["port"])
     try:
@@ -242,9 +248,6 @@ def test_a_pooled_connection_the_server_closed_is_replaced(client):
     finally:
         killer.close()
     time.sleep(0.05)
-    again = pool.get_connection()
-    try:
+    with checked_out(pool) as again:
         again.send_command("ECHO", "after")
         assert again.read_response() == "after"
-    finally:
-        pool.release(again)
