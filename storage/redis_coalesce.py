@@ -9,6 +9,10 @@ order and gives each caller its own. While a batch is on the wire the next one
 gathers, so a lone call waits for nothing more than its round trip, and a busy worker
 makes one round trip for a whole burst.
 
+Callers ask for it (``run_scripts(..., batch=True)``), and the send path does: its
+scripts arrive in bursts at saturation. Log reads, presence and the registry take
+pooled connections; batched, they cost long-poll group fan-out more than they saved.
+
 What a caller sees is what a pipeline of its own gives: replies in order, an error
 reply in its place, and a lost link raised as the ConnectionError (or TimeoutError)
 that says the scripts may or may not have run. Batching never reorders one caller's

@@ -183,9 +183,11 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if not isinstance(client, RedisCluster) and coalescer_for(client) is not None:
-            return run_scripts(client, [(self, keys, args)])[0]  # batched with others
+    def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any], *,
+                 batch: bool = False) -> Any:
+        """``batch``: share a round trip with other greenlets' calls (see run_scripts)."""
+        if batch and not isinstance(client, RedisCluster) and coalescer_for(client):
+            return run_scripts(client, [(self, keys, args)], batch=True)[0]
         options: dict[str, Any] = {}
         if isinstance(client, RedisCluster):
             options["target_nodes"] = client.get_node_from_key(keys[0])
@@ -204,8 +206,15 @@ class Script:
 
 
 def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
-                raise_on_error: bool = True) -> list[Any]:
+                raise_on_error: bool = True, *, batch: bool = False) -> list[Any]:
     """Run (script, keys, args) calls in one pipeline, in order; results in order.
+
+    ``batch``: in a gevent worker, the pipeline shares a round trip with those of
+    other greenlets (storage/redis_coalesce.py). The send path asks for it: its
+    scripts come in bursts at saturation, where one round trip for many sends is
+    worth the wait for a batch. Other calls (log reads, presence, registry) take a
+    pooled connection each: batching them cost more than it saved (long-poll group
+    fan-out, docs/benchmarks.md).
 
     Calls that met NOSCRIPT did not run, so they are run again after loading their
     scripts. Raises the first other error, or with ``raise_on_error=False`` returns it
@@ -213,12 +222,13 @@ def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str]
     """
     if not calls:
         return []
-    results = _pipeline(client, calls)
+    results = _pipeline(client, calls, batch)
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         for script in {calls[i][0].sha: calls[i][0] for i in missing}.values():
             client.script_load(script.source)
-        for index, result in zip(missing, _pipeline(client, [calls[i] for i in missing]),
+        for index, result in zip(missing, _pipeline(client, [calls[i] for i in missing],
+                                                    batch),
                                  strict=True):
             results[index] = result
     if raise_on_error:
@@ -229,15 +239,17 @@ def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str]
 
 
 def _pipeline(client: RedisClient,
-              calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+              calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+              batch: bool = False) -> list[Any]:
     if isinstance(client, RedisCluster):
-        return _node_pipelines(client, calls)
-    return _send(client, calls)
+        return _node_pipelines(client, calls, batch)
+    return _send(client, calls, batch)
 
 
 def _send(client: redis.Redis,
-          calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
-    coalescer = coalescer_for(client)
+          calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+          batch: bool = False) -> list[Any]:
+    coalescer = coalescer_for(client) if batch else None
     if coalescer is not None:
         return coalescer.run([("EVALSHA", script.sha, len(keys), *keys, *args)
                               for script, keys, args in calls])
@@ -252,7 +264,8 @@ _REFUSED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskEr
 
 
 def _node_pipelines(client: RedisCluster,
-                    calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+                    calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
+                    batch: bool = False) -> list[Any]:
     """One plain pipeline per node, each call sent once (see Script); the pipelines go
     in parallel (a greenlet each), so the round trip is one, as with redis-py's own.
 
@@ -272,7 +285,7 @@ def _node_pipelines(client: RedisCluster,
     def send(name: str, indexes: list[int]) -> None:
         try:
             replies = _send(client.get_redis_connection(nodes[name]),
-                            [calls[i] for i in indexes])
+                            [calls[i] for i in indexes], batch)
         except RedisError as exc:  # the node's link, or its pool: each call's result
             if isinstance(exc, LOST_LINK):
                 lost.append(name)

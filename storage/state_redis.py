@@ -332,7 +332,7 @@ class RedisState(SharedState):
             (_CLAIM_SEND, record, [rate, burst, _PENDING + claim_token,
                                    max(1, int(hold * 1000)), _PENDING]),
             (_TURN_BEGIN, [lock, seq_key, last_key], [turn_token, _LOCK_TTL_MS])],
-            raise_on_error=False)
+            raise_on_error=False, batch=True)
         if isinstance(got_claim, Exception) or isinstance(got, Exception):
             # Hand back whichever half was granted (best effort: both lapse anyway).
             undo = []
@@ -393,7 +393,7 @@ class RedisState(SharedState):
             (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
                                         ttl_ms])]
         try:
-            run_scripts(self.client, closing)
+            run_scripts(self.client, closing, batch=True)
         except RedisError:
             # The message may be durable already: a claim left pending would lapse, and
             # a retry after that would store it again. Settle it before failing (the
@@ -417,7 +417,7 @@ class RedisState(SharedState):
             try:
                 ours, results = script(self.client, [*keys, *record_keys, *append_keys],
                                        [*args, *shape, int(attempt > 0), *record_args,
-                                        *append_args])
+                                        *append_args], batch=True)
             except LOST_LINK as exc:
                 error = error or exc
                 continue

@@ -6,7 +6,12 @@ switched on by hand and the callers are greenlets, which is all it needs.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import gevent
 import pytest
@@ -19,6 +24,7 @@ from tests.services import require_service
 from tests.test_redis_conn import LostReplies, fresh_prefix, keys_on_every_node, port_of
 
 pytestmark = pytest.mark.redis
+ROOT = Path(__file__).resolve().parent.parent
 
 _INCR = Script("return redis.call('INCR', KEYS[1])")
 _ECHO_OR_FAIL = Script(
@@ -63,7 +69,7 @@ def test_concurrent_callers_share_round_trips_and_each_gets_its_own_replies(clie
         key = keys[i % len(keys)]
         return run_scripts(client, [(_ECHO_OR_FAIL, [key], [f"a{i}"]),
                                     (_INCR, [key], []),
-                                    (_ECHO_OR_FAIL, [key], [f"b{i}"])])
+                                    (_ECHO_OR_FAIL, [key], [f"b{i}"])], batch=True)
 
     greenlets = [gevent.spawn(call, i) for i in range(callers)]
     gevent.joinall(greenlets, raise_error=True)
@@ -82,7 +88,7 @@ def test_an_error_reply_goes_to_its_caller_alone(client, prefix):
 
     def call(word: str) -> list:
         return run_scripts(client, [(_ECHO_OR_FAIL, [key], [word]), (_INCR, [key], [])],
-                           raise_on_error=False)
+                           raise_on_error=False, batch=True)
 
     greenlets = [gevent.spawn(call, w) for w in ("one", "fail", "three")]
     gevent.joinall(greenlets, raise_error=True)
@@ -91,14 +97,14 @@ def test_an_error_reply_goes_to_its_caller_alone(client, prefix):
     assert isinstance(failed[0], redis.ResponseError) and "asked to fail" in str(failed[0])
     assert sorted([one[1], failed[1], three[1]]) == [1, 2, 3]  # its other script ran
     with pytest.raises(redis.ResponseError, match="asked to fail"):
-        _ECHO_OR_FAIL(client, [key], ["fail"])
+        _ECHO_OR_FAIL(client, [key], ["fail"], batch=True)
 
 
 def test_a_script_the_server_forgot_is_loaded_and_run_once(client, prefix):
     key = keys_on_every_node(client, prefix, 1)[0]
-    assert _INCR(client, [key], []) == 1
+    assert _INCR(client, [key], [], batch=True) == 1
     client.script_flush()
-    greenlets = [gevent.spawn(_INCR, client, [key], []) for _ in range(5)]
+    greenlets = [gevent.spawn(_INCR, client, [key], [], batch=True) for _ in range(5)]
     gevent.joinall(greenlets, raise_error=True)
     assert sorted(g.value for g in greenlets) == [2, 3, 4, 5, 6]
     assert int(client.get(key)) == 6
@@ -108,19 +114,20 @@ def test_a_lost_reply_is_a_connection_error_for_the_whole_batch_and_the_link_rec
         client, prefix, monkeypatch):
     key = keys_on_every_node(client, prefix, 1)[0]
     fault = LostReplies(monkeypatch, port_of(client, key))
-    greenlets = [gevent.spawn(run_scripts, client, [(_COUNT, [key], [])]) for _ in range(4)]
+    greenlets = [gevent.spawn(run_scripts, client, [(_COUNT, [key], [])], batch=True)
+                 for _ in range(4)]
     gevent.joinall(greenlets)
     assert fault.left == 0
     assert all(isinstance(g.exception, redis.ConnectionError) for g in greenlets)
     assert int(client.get(key)) == 4  # every script ran, once: none was sent again
-    assert _COUNT(client, [key], []) == ["counted", 5]  # a new link, same coalescer
+    assert _COUNT(client, [key], [], batch=True) == ["counted", 5]  # a new link
 
 
 def test_the_link_comes_back_after_the_server_drops_it(client, prefix):
     key = keys_on_every_node(client, prefix, 1)[0]
 
     def incr() -> int:  # run_scripts: a Cluster client batches pipelines, not lone calls
-        return run_scripts(client, [(_INCR, [key], [])])[0]
+        return run_scripts(client, [(_INCR, [key], [])], batch=True)[0]
 
     assert incr() == 1
     node_client = next(c for c in _node_clients(client)
@@ -147,3 +154,52 @@ def test_without_patched_sockets_there_is_no_batching():
         assert coalesce.coalescer_for(made) is None
     finally:
         made.close()
+
+
+def test_calls_that_do_not_ask_for_batching_take_a_pooled_connection(client, prefix):
+    key = keys_on_every_node(client, prefix, 1)[0]
+    greenlets = [gevent.spawn(run_scripts, client, [(_INCR, [key], [])]) for _ in range(5)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert sorted(g.value[0] for g in greenlets) == [1, 2, 3, 4, 5]
+    assert _INCR(client, [key], []) == 6
+    assert _batches(client) == 0
+
+
+_GEVENT_PROCESS = """
+from gevent import monkey
+monkey.patch_all()
+import os, gevent
+import storage.redis_coalesce as coalesce
+from storage.redis_conn import Script, connect, run_scripts
+
+assert coalesce.enabled()
+slow = Script("local t = redis.call('TIME') "
+              "local start = t[1] * 1000000 + t[2] "
+              "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000 "
+              "return 'slow'")
+echo = Script("return ARGV[1]")
+client = connect(os.environ['URL'], cluster=False, pool_size=2)
+key = os.environ['KEY']
+for script in (slow, echo):
+    client.script_load(script.source)
+first = gevent.spawn(run_scripts, client, [(slow, [key], [])], batch=True)
+gevent.sleep(0.1)  # written; the server is busy with it
+others = [gevent.spawn(run_scripts, client, [(echo, [key], [str(i)])], batch=True)
+          for i in range(5)]
+gevent.sleep(0.1)
+coalescer = coalesce.coalescer_for(client)
+print('queued', len(coalescer._queue), 'writes', coalescer.batches)
+gevent.joinall([first, *others], raise_error=True)
+print('replies', first.value, [g.value for g in others], 'writes', coalescer.batches)
+"""
+
+
+def test_in_a_gevent_process_calls_made_meanwhile_share_the_next_write():
+    url = require_service("redis")
+    env = {**os.environ, "URL": url, "KEY": f"sbtest-{uuid.uuid4().hex[:10]}:k"}
+    done = subprocess.run([sys.executable, "-c", _GEVENT_PROCESS], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "queued 5 writes 1"  # waiting for the slow batch's reply
+    assert lines[1] == "replies ['slow'] [['0'], ['1'], ['2'], ['3'], ['4']] writes 2"
