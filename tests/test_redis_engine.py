@@ -560,11 +560,12 @@ def test_a_send_whose_closing_round_trip_drops_is_still_answered_to_its_retry(
     real = state_redis.run_scripts
     left = [drops]
 
-    def dropping(client: Any, calls: Any, raise_on_error: bool = True) -> list[Any]:
+    def dropping(client: Any, calls: Any, raise_on_error: bool = True,
+                 **options: Any) -> list[Any]:
         if left[0] and any(script is state_redis._SETTLE_SEND for script, _, _ in calls):
             left[0] -= 1
             raise redis.ConnectionError("connection lost (test)")
-        return real(client, calls, raise_on_error)
+        return real(client, calls, raise_on_error, **options)
 
     monkeypatch.setattr(state_redis, "run_scripts", dropping)
     with pytest.raises(redis.ConnectionError):
@@ -600,13 +601,13 @@ def test_a_sends_close_is_all_or_nothing_and_a_lost_reply_is_recovered_exactly(
     drops = [1]
 
     class Dropping:
-        def __call__(self, client: Any, keys: Any, args: Any) -> Any:
+        def __call__(self, client: Any, keys: Any, args: Any, **options: Any) -> Any:
             if drops[0]:
                 drops[0] -= 1
                 if ran:
-                    real(client, keys, args)
+                    real(client, keys, args, **options)
                 raise redis.ConnectionError("connection lost (test)")
-            return real(client, keys, args)
+            return real(client, keys, args, **options)
 
     monkeypatch.setattr(state_redis, "_CLOSING", Dropping())
     with state.sending(91, "c1", 50, **options) as sending:  # no error reaches the sender
@@ -720,13 +721,13 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
     real = state_redis._CLOSING_DURABLE
     left = [drops]
 
-    def dropping(client: Any, keys: Any, args: Any) -> Any:
+    def dropping(client: Any, keys: Any, args: Any, **options: Any) -> Any:
         if left[0]:
             left[0] -= 1
             if drops == 1:
-                real(client, keys, args)  # ran; only its reply is lost
+                real(client, keys, args, **options)  # ran; only its reply is lost
             raise redis.ConnectionError("connection lost (test)")
-        return real(client, keys, args)
+        return real(client, keys, args, **options)
 
     monkeypatch.setattr(state_redis, "_CLOSING_DURABLE", dropping)
     message = Message(id=7001, conversation_id=77, seq=1, sender_id=93, client_msg_id="r1",
