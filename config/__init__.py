@@ -31,10 +31,10 @@ class Settings:
     # test runs) can share one server.
     redis_prefix: str = "sb"
     # Connections per Redis node per process. Greenlets hold a connection only for one
-    # round trip (no blocking commands: pub/sub is the doorbell), and scripts go batched
-    # on one connection of their own, so a few dozen serve thousands of greenlets;
-    # redis-py's default of 100 per node times N workers times M nodes would exhaust
-    # maxclients long before it helped.
+    # round trip (no blocking commands: pub/sub is the doorbell), and the send path's
+    # scripts go batched on one connection of their own, so a few dozen serve
+    # thousands of greenlets; redis-py's default of 100 per node times N workers times
+    # M nodes would exhaust maxclients long before it helped.
     redis_pool_size: int = 50
     # How long a greenlet waits for a free pooled connection before failing its request:
     # an exhausted pool must shed load, not queue requests forever.
