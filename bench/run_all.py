@@ -60,6 +60,9 @@ FULL = {
     "sb-memory-1w": ("switchboard", ALL_TRANSPORTS, SB_SCENARIOS),
     "sb-redis-1w": ("switchboard", ALL_TRANSPORTS, SB_SCENARIOS),
     "sb-redis-2w": ("switchboard", ALL_TRANSPORTS, SB_SCENARIOS),
+    # The scale-out shape: three Cluster primaries on this same machine (so more Redis
+    # processes share the two cores, not more capacity): what the cluster paths cost.
+    "sb-cluster-2w": ("switchboard", ALL_TRANSPORTS, SB_SCENARIOS),
     "floor-1w": ("floor", ALL_TRANSPORTS, PEER_SCENARIOS),
     "socketio-1w": ("socketio", ("ws", "longpoll"), PEER_SCENARIOS),
     "nchan-memory": ("nchan", ("ws", "sse", "longpoll"), PEER_SCENARIOS),
@@ -95,9 +98,11 @@ TARGET_OF = {config: target for config, (target, _, _) in FULL.items()}
 PROFILES = ("full", "quick")
 
 
-def services(run_dir: Path) -> dict[str, str]:
+def services(run_dir: Path, cluster: bool = False) -> dict[str, str]:
+    """Redis and PostgreSQL, and a 3-primary Redis Cluster when ``cluster``."""
     svc = run_dir / "svc"
-    cmd = ["bash", "scripts/services.sh", "--run-dir", str(svc), "start", "redis", "postgres"]
+    cmd = ["bash", "scripts/services.sh", "--run-dir", str(svc), "start", "redis", "postgres",
+           *(["redis-cluster"] if cluster else [])]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=600)
     env = {}
@@ -105,6 +110,8 @@ def services(run_dir: Path) -> dict[str, str]:
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value.strip("'")
     env["REDIS_PID"] = (svc / "redis" / "redis.pid").read_text().strip()
+    env["REDIS_CLUSTER_PIDS"] = ",".join(
+        pid.read_text().strip() for pid in sorted(svc.glob("redis-cluster/node-*/redis.pid")))
     return env
 
 
@@ -121,7 +128,15 @@ def make_server(config: str, run_dir: Path, env: dict[str, str]) -> Server:
         return SwitchboardServer(config, run_dir, 1)
     if config.startswith("sb-redis-"):
         return SwitchboardServer(config, run_dir, int(config[-2]), redis_url,
-                                 env["SWITCHBOARD_TEST_DATABASE_URL"], redis_pid)
+                                 env["SWITCHBOARD_TEST_DATABASE_URL"], [redis_pid])
+    if config.startswith("sb-cluster-"):
+        # Delivery on the Cluster; RQ's queues on the standalone Redis (RQ needs one
+        # server), whose CPU is then not in the "redis" figure.
+        return SwitchboardServer(config, run_dir, int(config[-2]),
+                                 env["SWITCHBOARD_TEST_REDIS_CLUSTER_URL"],
+                                 env["SWITCHBOARD_TEST_DATABASE_URL"],
+                                 [int(pid) for pid in env["REDIS_CLUSTER_PIDS"].split(",")],
+                                 rq_redis_url=redis_url)
     if config == "floor-1w":
         return FloorServer(config, run_dir, redis_url, redis_pid)
     if config == "socketio-1w":
@@ -146,6 +161,10 @@ def main() -> int:
     p.add_argument("--settle-load", type=float, default=1.0,
                    help="start each run once the 1-minute load average is below this "
                         "(waiting at most 2 min); 0: start at once")
+    p.add_argument("--reuse-server", action="store_true",
+                   help="keep one server per config across its runs (faster; but a run "
+                        "then starts on the memory, connections and CPU state the "
+                        "previous run left)")
     args = p.parse_args()
 
     # Stopping the runner (kill PID) still stops the server it started.
@@ -154,28 +173,28 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     server: Server | None = None
     try:
-        env = services(args.run_dir)
+        plan = full_plan(args.repeat) if args.profile == "full" else [
+            entry for phase in QUICK_PHASES for entry in phase]
+        plan = [e for e in plan if (not args.only or e[0] in args.only) and (
+            not args.scenario or e[1] in args.scenario)]
+        env = services(args.run_dir, cluster=any(e[0].startswith("sb-cluster-") for e in plan))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as fh:
             fh.write(json.dumps({"type": "machine", "ts": round(time.time()),
                                  **procstat.machine(), "versions": procstat.versions(PY),
                                  "loadavg": procstat.loadavg(),
                                  "fd_limit": hard, "argv": sys.argv}) + "\n")
-        plan = full_plan(args.repeat) if args.profile == "full" else [
-            entry for phase in QUICK_PHASES for entry in phase]
-        plan = [e for e in plan if (not args.only or e[0] in args.only) and (
-            not args.scenario or e[1] in args.scenario)]
         for config, scenario, transports, runs in plan:
-            if server is None or server.name != config:
-                if server is not None:
-                    server.stop()
-                server = make_server(config, args.run_dir, env).start()
-                for command in server.commands:
-                    print("$", command, flush=True)
             for transport in transports:
                 if args.transport and transport not in args.transport:
                     continue
                 for _ in range(runs):
+                    if server is None or server.name != config or not args.reuse_server:
+                        if server is not None:
+                            server.stop()
+                        server = make_server(config, args.run_dir, env).start()
+                        for command in server.commands:
+                            print("$", command, flush=True)
                     run_one(server, config, TARGET_OF[config], scenario, transport, args.out,
                             args.profile == "quick", args.settle_load)
     finally:
@@ -204,8 +223,8 @@ def run_one(server: Server, config: str, target: str, scenario: str, transport: 
            "--out", str(out), "--server-pid", str(server.proc.pid), "--timeout", "420"]
     if quick and "--duration" in cmd:
         cmd[cmd.index("--duration") + 1] = "10"
-    for name, pid in server.aux_pids.items():
-        cmd += ["--aux-pid", f"{name}={pid}"]
+    for name, pids in server.aux_pids.items():
+        cmd += [arg for pid in pids for arg in ("--aux-pid", f"{name}={pid}")]
     settle(settle_load)
     print("$", " ".join(os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c
                         for c in cmd), flush=True)

@@ -57,7 +57,7 @@ class Server:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.aux: dict[str, subprocess.Popen] = {}
-        self.aux_pids: dict[str, int] = {}
+        self.aux_pids: dict[str, list[int]] = {}  # CPU reported per name, summed
         self.commands: list[str] = []
 
     def spawn(self, argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
@@ -92,13 +92,16 @@ def gunicorn(app: str, port: int, workers: int) -> list[str]:
 
 class SwitchboardServer(Server):
     def __init__(self, name: str, run_dir: Path, workers: int, redis_url: str = "",
-                 database_url: str = "", redis_pid: int | None = None) -> None:
+                 database_url: str = "", redis_pids: list[int] | None = None,
+                 rq_redis_url: str = "") -> None:
+        """``rq_redis_url``: a standalone Redis for RQ when ``redis_url`` is a Cluster's."""
         super().__init__(name, run_dir)
         self.workers = workers
         self.redis_url = redis_url
+        self.rq_redis_url = rq_redis_url or redis_url
         self.database_url = database_url
-        if redis_pid:
-            self.aux_pids["redis"] = redis_pid
+        if redis_pids:
+            self.aux_pids["redis"] = list(redis_pids)
 
     def start(self) -> SwitchboardServer:
         env = {**SWITCHBOARD_BENCH_ENV, "SWITCHBOARD_DATA_DIR": str(self.run_dir / "data"),
@@ -106,7 +109,7 @@ class SwitchboardServer(Server):
                "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32)}
         if self.redis_url:
             env.update({"SWITCHBOARD_REDIS_URL": self.redis_url,
-                        "SWITCHBOARD_RQ_REDIS_URL": self.redis_url,
+                        "SWITCHBOARD_RQ_REDIS_URL": self.rq_redis_url,
                         "SWITCHBOARD_DATABASE_URL": self.database_url,
                         "SWITCHBOARD_REDIS_PREFIX": f"sbb{secrets.token_hex(4)}"})
         (self.run_dir / "data").mkdir(exist_ok=True)
@@ -116,7 +119,7 @@ class SwitchboardServer(Server):
         if self.redis_url:
             # One RQ worker drains the persist stream into SQL history (PostgreSQL).
             self.aux["rq"] = self.spawn([PY, "-m", "workers"], env, "worker.log")
-            self.aux_pids["rq"] = self.aux["rq"].pid
+            self.aux_pids["rq"] = [self.aux["rq"].pid]
         wait_port(self.port)
         time.sleep(2 + self.workers)
         return self
@@ -129,7 +132,7 @@ class FloorServer(Server):
         self.redis_url = redis_url
         self.workers = workers
         if redis_pid:
-            self.aux_pids["redis"] = redis_pid
+            self.aux_pids["redis"] = [redis_pid]
 
     def start(self) -> FloorServer:
         self.proc = self.spawn(gunicorn("bench.peers.floor_app:app", self.port, self.workers),
@@ -155,7 +158,7 @@ class NchanServer(Server):
         self.redis_url = redis_url
         self.workers = workers
         if redis_pid:
-            self.aux_pids["redis"] = redis_pid
+            self.aux_pids["redis"] = [redis_pid]
 
     def start(self) -> NchanServer:
         conf = (ROOT / "bench/peers/nchan.conf.in").read_text()

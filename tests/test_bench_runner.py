@@ -1,0 +1,73 @@
+"""bench/run_all.py's plan: which server each run gets (services and runs recorded, not
+started: what is checked is the runner's bookkeeping)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import run_all
+
+
+class RecordedServer:
+    def __init__(self, name: str, log: list[tuple[str, ...]]) -> None:
+        self.name = name
+        self.log = log
+        self.commands: list[str] = []
+
+    def start(self) -> RecordedServer:
+        self.log.append(("start", self.name))
+        return self
+
+    def stop(self) -> None:
+        self.log.append(("stop", self.name))
+
+
+def run_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+               *argv: str) -> list[tuple[str, ...]]:
+    log: list[tuple[str, ...]] = []
+    monkeypatch.setattr(run_all, "services", lambda run_dir, cluster=False: log.append(
+        ("services", "with cluster" if cluster else "standalone")) or {})
+    monkeypatch.setattr(run_all, "stop_services", lambda run_dir: log.append(("stopped",)))
+    monkeypatch.setattr(run_all, "make_server",
+                        lambda config, run_dir, env: RecordedServer(config, log))
+    monkeypatch.setattr(run_all, "run_one", lambda server, config, target, scenario,
+                        transport, *rest: log.append(("run", server.name, scenario,
+                                                      transport)))
+    monkeypatch.setattr(sys, "argv", ["run_all", "--run-dir", str(tmp_path),
+                                      "--out", str(tmp_path / "out.jsonl"), *argv])
+    assert run_all.main() == 0
+    return log
+
+
+def test_each_run_starts_on_a_fresh_server(monkeypatch, tmp_path):
+    log = run_runner(monkeypatch, tmp_path, "--only", "floor-1w", "--scenario", "direct-500",
+                     "--transport", "ws", "--transport", "sse", "--repeat", "2")
+    assert log == [
+        ("services", "standalone"),
+        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
+        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
+        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
+        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
+        ("stopped",)]
+
+
+def test_reuse_server_keeps_one_server_per_config(monkeypatch, tmp_path):
+    log = run_runner(monkeypatch, tmp_path, "--reuse-server", "--only", "floor-1w",
+                     "--only", "socketio-1w", "--scenario", "max", "--transport", "ws",
+                     "--repeat", "2")
+    assert log == [
+        ("services", "standalone"), ("start", "floor-1w"), ("run", "floor-1w", "max", "ws"),
+        ("run", "floor-1w", "max", "ws"), ("stop", "floor-1w"),
+        ("start", "socketio-1w"), ("run", "socketio-1w", "max", "ws"),
+        ("run", "socketio-1w", "max", "ws"), ("stop", "socketio-1w"), ("stopped",)]
+
+
+def test_the_cluster_starts_only_for_a_cluster_config(monkeypatch, tmp_path):
+    log = run_runner(monkeypatch, tmp_path, "--only", "sb-cluster-2w", "--scenario", "max",
+                     "--transport", "ws", "--repeat", "1")
+    assert log == [("services", "with cluster"), ("start", "sb-cluster-2w"),
+                   ("run", "sb-cluster-2w", "max", "ws"), ("stop", "sb-cluster-2w"),
+                   ("stopped",)]
