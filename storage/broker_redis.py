@@ -308,10 +308,14 @@ class RedisBroker(Broker):
 
     # --- the log -----------------------------------------------------------------------
 
-    def append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> dict[int, str]:
+    def append(self, user_ids: Iterable[int], payload: dict[str, Any], *,
+               batch: bool = False) -> dict[int, str]:
         """Appends whose connection dropped are made again, for up to LOST_LINK_PAUSES,
         by a script that first looks for the event in the log (the lost attempt may
-        have run). A member is never left without the event because a link blinked."""
+        have run). A member is never left without the event because a link blinked.
+
+        ``batch``: the send path's fan-out, in round trips shared with other sends (see
+        run_scripts)."""
         prepared = self.prepare_append(user_ids, payload)
         results: list[Any] = [None] * len(prepared.calls)
         todo = list(range(len(prepared.calls)))
@@ -319,7 +323,7 @@ class RedisBroker(Broker):
             calls = [(_APPEND_AGAIN if attempt else script, keys, args)
                      for script, keys, args in (prepared.calls[i] for i in todo)]
             try:
-                got = run_scripts(self.client, calls, raise_on_error=False)
+                got = run_scripts(self.client, calls, raise_on_error=False, batch=batch)
             except LOST_LINK as exc:  # one link carried them all (standalone)
                 got = [exc] * len(calls)
             for index, result in zip(todo, got, strict=True):

@@ -78,9 +78,10 @@ class PersistBuffer:
         self.run_record(*self.record_call(message, member_ids))
         return self.shard_of(message.conversation_id)
 
-    def run_record(self, keys: list[str], args: list[Any]) -> None:
-        """Make a record from ``record_call``'s keys and arguments, alone."""
-        _RECORD(self.client, keys, args)
+    def run_record(self, keys: list[str], args: list[Any], *, batch: bool = False) -> None:
+        """Make a record from ``record_call``'s keys and arguments, alone (``batch``: in a
+        round trip shared with other sends, see run_scripts)."""
+        _RECORD(self.client, keys, args, batch=batch)
 
     def record_call(self, message: Message, member_ids: Sequence[int]
                     ) -> tuple[list[str], list[Any]]:

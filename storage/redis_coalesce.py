@@ -73,11 +73,19 @@ class Coalescer:
     def run(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` (each a command's arguments) in the next batch; their
         replies in order, an error reply as its exception in its place."""
+        return self.wait(self.submit(commands))
+
+    def submit(self, commands: Sequence[Command]) -> _Request:
+        """``run`` in two halves, so one caller can have batches on several servers
+        (a Cluster's nodes) in flight at once without a greenlet for each."""
         request = _Request(commands)
         self._queue.append(request)
         if self._runner is None or self._runner.dead:
             self._runner = gevent.spawn(self._serve)
         self._wake.set()
+        return request
+
+    def wait(self, request: _Request) -> list[Any]:
         try:
             return request.done.get(timeout=self._wait)
         except gevent.Timeout:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Union
 
 import gevent
@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.utils import HIREDIS_AVAILABLE
 
+from storage import redis_coalesce
 from storage.redis_coalesce import coalescer_for
 
 RedisClient = Union[redis.Redis, RedisCluster]  # noqa: UP007 - a runtime alias
@@ -186,7 +187,7 @@ class Script:
     def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any], *,
                  batch: bool = False) -> Any:
         """``batch``: share a round trip with other greenlets' calls (see run_scripts)."""
-        if batch and not isinstance(client, RedisCluster) and coalescer_for(client):
+        if batch and redis_coalesce.enabled():
             return run_scripts(client, [(self, keys, args)], batch=True)[0]
         options: dict[str, Any] = {}
         if isinstance(client, RedisCluster):
@@ -251,12 +252,16 @@ def _send(client: redis.Redis,
           batch: bool = False) -> list[Any]:
     coalescer = coalescer_for(client) if batch else None
     if coalescer is not None:
-        return coalescer.run([("EVALSHA", script.sha, len(keys), *keys, *args)
-                              for script, keys, args in calls])
+        return coalescer.run(_evalsha(calls))
     pipe = client.pipeline(transaction=False)
     for script, keys, args in calls:
         pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return list(pipe.execute(raise_on_error=False))
+
+
+def _evalsha(calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]
+             ) -> list[tuple[Any, ...]]:
+    return [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
 
 
 # Replies saying a node did not run the script: the slot lives elsewhere or is moving.
@@ -282,10 +287,9 @@ def _node_pipelines(client: RedisCluster,
     results: list[Any] = [None] * len(calls)
     lost = []
 
-    def send(name: str, indexes: list[int]) -> None:
+    def take(name: str, indexes: list[int], replies_of: Callable[[], list[Any]]) -> None:
         try:
-            replies = _send(client.get_redis_connection(nodes[name]),
-                            [calls[i] for i in indexes], batch)
+            replies = replies_of()
         except RedisError as exc:  # the node's link, or its pool: each call's result
             if isinstance(exc, LOST_LINK):
                 lost.append(name)
@@ -293,8 +297,21 @@ def _node_pipelines(client: RedisCluster,
         for index, reply in zip(indexes, replies, strict=True):
             results[index] = reply
 
+    def send(name: str, indexes: list[int]) -> None:
+        take(name, indexes, lambda: _send(client.get_redis_connection(nodes[name]),
+                                          [calls[i] for i in indexes], batch))
+
+    coalescers = {name: coalescer_for(client.get_redis_connection(nodes[name]))
+                  for name in by_node} if batch and len(by_node) > 1 else {}
     if len(by_node) == 1:
         send(*next(iter(by_node.items())))
+    elif coalescers and None not in coalescers.values():
+        # Every node's batch in flight at once, waited for in turn: one round trip, as
+        # with a greenlet per node, without starting those greenlets.
+        pending = [(name, indexes, coalescers[name].submit(_evalsha([calls[i] for i in indexes])))
+                   for name, indexes in by_node.items()]
+        for name, indexes, request in pending:
+            take(name, indexes, lambda: coalescers[name].wait(request))  # noqa: B023 - called at once
     else:
         sending = [gevent.spawn(send, name, indexes) for name, indexes in by_node.items()]
         gevent.joinall(sending)

@@ -371,7 +371,10 @@ class RedisState(SharedState):
                 persisted = True
             if sending.fan_out is not None and fused is None:
                 broker, users, payload = sending.fan_out
-                broker.append(users, payload)
+                if isinstance(broker, RedisBroker):
+                    broker.append(users, payload, batch=True)  # as the send's scripts
+                else:
+                    broker.append(users, payload)
         except BaseException:
             self._end_send(client_msg_id, [
                 (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),

@@ -6,12 +6,14 @@ switched on by hand and the callers are greenlets, which is all it needs.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gevent
 import pytest
@@ -123,11 +125,47 @@ def test_a_lost_reply_is_a_connection_error_for_the_whole_batch_and_the_link_rec
     assert _COUNT(client, [key], [], batch=True) == ["counted", 5]  # a new link
 
 
+def test_a_pipeline_over_several_nodes_is_one_batch_on_each_and_starts_no_greenlet(
+        client, prefix, monkeypatch):
+    """A Cluster pipeline's parts wait on their nodes' batches together, not in a
+    greenlet each; a lone script call is batched too."""
+    keys = keys_on_every_node(client, prefix, 1)
+    assert _INCR(client, [keys[0]], [], batch=True) == 1
+    # Every node's link up and both scripts loaded (NOSCRIPT would take a second trip).
+    run_scripts(client, [(_INCR, [key], []) for key in keys]
+                + [(_ECHO_OR_FAIL, [key], ["up"]) for key in keys], batch=True)
+    before = _batches(client)
+    spawned: list[Any] = []
+    real_spawn = gevent.spawn
+    monkeypatch.setattr(gevent, "spawn", lambda *a, **kw: spawned.append(a) or real_spawn(
+        *a, **kw))
+    calls = [(_INCR, [key], []) for key in keys] + [(_ECHO_OR_FAIL, [keys[-1]], ["fail"])]
+    results = run_scripts(client, calls, raise_on_error=False, batch=True)
+    assert results[0] == 3 and results[1:-1] == [2] * (len(keys) - 1)
+    assert isinstance(results[-1], redis.ResponseError)
+    assert _batches(client) - before == len(keys)  # one round trip on each node
+    assert spawned == []
+
+
+def test_a_lost_reply_on_one_node_fails_only_that_nodes_calls(client, prefix, monkeypatch):
+    keys = keys_on_every_node(client, prefix, 1)
+    if len(keys) < 2:
+        pytest.skip("one server: a lost reply fails the whole pipeline (test above)")
+    run_scripts(client, [(_INCR, [key], []) for key in keys], batch=True)  # every link up
+    fault = LostReplies(monkeypatch, port_of(client, keys[0]))
+    results = run_scripts(client, [(_COUNT, [key], []) for key in keys],
+                          raise_on_error=False, batch=True)
+    assert fault.left == 0
+    assert isinstance(results[0], redis.ConnectionError)
+    assert results[1:] == [["counted", 2]] * (len(keys) - 1)
+    assert [int(client.get(key)) for key in keys] == [2] * len(keys)  # each ran once
+
+
 def test_the_link_comes_back_after_the_server_drops_it(client, prefix):
     key = keys_on_every_node(client, prefix, 1)[0]
 
-    def incr() -> int:  # run_scripts: a Cluster client batches pipelines, not lone calls
-        return run_scripts(client, [(_INCR, [key], [])], batch=True)[0]
+    def incr() -> int:
+        return _INCR(client, [key], [], batch=True)
 
     assert incr() == 1
     node_client = next(c for c in _node_clients(client)
@@ -203,3 +241,51 @@ def test_in_a_gevent_process_calls_made_meanwhile_share_the_next_write():
     lines = done.stdout.splitlines()
     assert lines[0] == "queued 5 writes 1"  # waiting for the slow batch's reply
     assert lines[1] == "replies ['slow'] [['0'], ['1'], ['2'], ['3'], ['4']] writes 2"
+
+
+def test_every_round_trip_of_a_send_goes_in_a_batch(client, prefix, monkeypatch):
+    """The claim and turn, the message's record, the members' appends and the close: on
+    one server the last three are one script; on a Cluster each is its nodes' batches.
+    None takes a pooled connection of its own."""
+    from storage.broker_redis import RedisBroker
+    from storage.history import Message
+    from storage.persist_buffer import PersistBuffer
+    from storage.state_redis import RedisState
+    from workers.queue import RqJobQueue
+
+    state = RedisState(client, prefix=prefix)
+    broker = RedisBroker(client, prefix=prefix)
+    buffer = PersistBuffer(client, prefix, shards=1)
+    jobs = RqJobQueue(buffer, queue=None, state=state)
+    monkeypatch.setattr(jobs, "_schedule", lambda shard: None)  # no RQ queue here
+
+    def send(n: int) -> None:
+        with state.sending(93, f"b{n}", 77, floor=lambda: 0, rate=100.0, burst=10,
+                           ttl=60.0) as sending:
+            assert sending.turn is not None
+            message = Message(id=7000 + n, conversation_id=77, seq=sending.turn.seq,
+                              sender_id=93, client_msg_id=f"b{n}", text="hi", created_at=1)
+            sending.message = json.dumps(message.to_json())
+            sending.persist = jobs.prepare_persist(message, [93, 94])
+            sending.turn.new_last_id = message.id
+            sending.fan_out = (broker, [93, 94], {"type": "test", "data": {"n": n}})
+
+    start = {user: broker.tip(user) for user in (93, 94)}
+    send(1)  # starts the conversation's counter (from the floor, once) and loads scripts
+    pooled: list[Any] = []
+    recording = [True]
+    for pool_class in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        def get_connection(pool: Any, *a: Any, real: Any = pool_class.get_connection,
+                           **kw: Any) -> Any:
+            if recording[0]:
+                pooled.append(pool)
+            return real(pool, *a, **kw)
+        monkeypatch.setattr(pool_class, "get_connection", get_connection)
+    before = _batches(client)
+    send(2)
+    recording[0] = False
+    assert pooled == []
+    assert _batches(client) > before
+    assert [m.id for m in buffer.tail(77)] == [7001, 7002]
+    for user in (93, 94):
+        assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1, 2]

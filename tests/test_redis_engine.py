@@ -518,7 +518,8 @@ def test_a_sends_fan_out_goes_with_the_turns_end_and_a_failed_append_loses_nothi
     request.addfinalizer(broker.close)
     separate: list[Any] = []
     append = broker.append
-    broker.append = lambda *a: separate.append(a) or append(*a)  # type: ignore[method-assign]
+    broker.append = (  # type: ignore[method-assign]
+        lambda *a, **kw: separate.append(a) or append(*a, **kw))
     options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
     start = {u: broker.tip(u) for u in (71, 72, 73)}
 
@@ -634,13 +635,14 @@ def losing_member_appends(monkeypatch: pytest.MonkeyPatch, lost: set[int], ran: 
     real = broker_redis.run_scripts
     seen: list[list[Any]] = []
 
-    def dropping(client: Any, calls: Any, raise_on_error: bool = True) -> list[Any]:
+    def dropping(client: Any, calls: Any, raise_on_error: bool = True, *,
+                 batch: bool = False) -> list[Any]:
         seen.append([script for script, _, _ in calls])
         if len(seen) > 1:
-            return real(client, calls, raise_on_error)
+            return real(client, calls, raise_on_error, batch=batch)
         reached = [i for i in range(len(calls)) if ran or i not in lost]
         results = dict(zip(reached, real(client, [calls[i] for i in reached],
-                                          raise_on_error), strict=True))
+                                          raise_on_error, batch=batch), strict=True))
         return [redis.ConnectionError("connection lost (test)") if i in lost
                 else results[i] for i in range(len(calls))]
 

@@ -71,7 +71,7 @@ class RqJobQueue(JobQueue):
         keys, args = self.buffer.record_call(message, member_ids)
         shard = self.buffer.shard_of(message.conversation_id)
         def run() -> None:  # the same call, not built (and its JSON encoded) again
-            self.buffer.run_record(keys, args)
+            self.buffer.run_record(keys, args, batch=True)  # a send's: see run_scripts
             self._schedule(shard)
         return PreparedRecord(self.buffer.client, keys, args, run=run,
                               done=lambda: self._schedule(shard))
