@@ -265,6 +265,9 @@ class Run:
             async def quiet() -> dict:
                 await asyncio.sleep(a.duration)
                 return {}
+            # The window opens once the connections' own start-up work (subscriptions,
+            # first renewals, the last handshakes' replies) has had --quiet-after s.
+            await asyncio.sleep(a.quiet_after)
             held_cpu = await self.measured(quiet, users)
             res.update({f"quiet_{k}": v for k, v in held_cpu.items() if k.endswith("cpu_pct")})
 
@@ -354,6 +357,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=500.0, help="messages/s (open loop)")
     p.add_argument("--senders", type=int, default=64, help="closed-loop senders (max)")
     p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--quiet-after", type=float, default=0.0,
+                   help="idle: seconds between the last connection (+2 s) and the quiet "
+                        "window")
     p.add_argument("--drain", type=float, default=15.0, help="wait for stragglers, s")
     p.add_argument("--max-inflight", type=int, default=2000)
     p.add_argument("--pool", type=int, default=64, help="keep-alive REST connections")
@@ -383,7 +389,7 @@ async def amain(args: argparse.Namespace) -> dict:
     record = {"ts": round(started), "label": args.label, "target": args.target,
               "transport": args.transport, "scenario": args.scenario,
               "params": {k: getattr(args, k) for k in (
-                  "users", "groups", "members", "rate", "senders", "duration")},
+                  "users", "groups", "members", "rate", "senders", "duration", "quiet_after")},
               "loadavg_start": load0, "loadavg_end": procstat.loadavg(), **res}
     return record
 

@@ -40,7 +40,8 @@ ALL_TRANSPORTS = ("ws", "sse", "longpoll", "poll")
 SCENARIOS = {
     "idle-1k": ["--scenario", "idle", "--users", "1000"],
     "idle-5k": ["--scenario", "idle", "--users", "5000"],
-    "idle-10k": ["--scenario", "idle", "--users", "10000", "--drain", "30"],
+    "idle-10k": ["--scenario", "idle", "--users", "10000", "--drain", "30",
+                 "--quiet-after", "10"],
     "direct-500": ["--scenario", "direct", "--users", "2000", "--rate", "500",
                    "--duration", "20"],
     "direct-2000": ["--scenario", "direct", "--users", "2000", "--rate", "2000",

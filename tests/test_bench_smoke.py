@@ -39,6 +39,7 @@ def test_loadgen_reports_zero_lost(tmp_path, transport):
 
 def test_idle_holds_everyone_reports_the_quiet_cpu_and_reaches_each_user(tmp_path):
     record = run_loadgen(tmp_path, "--transport", "sse", "--scenario", "idle",
-                         "--users", "6", "--duration", "1")
+                         "--users", "6", "--duration", "1", "--quiet-after", "0.5")
     assert record["connected"] == 6 and record["live"] == 6
+    assert record["params"]["quiet_after"] == 0.5  # recorded with the figures
     assert record["quiet_server_cpu_pct"] >= 0 and record["lost"] == 0
