@@ -254,8 +254,8 @@ def _send(client: redis.Redis,
     if coalescer is not None:
         return coalescer.run(_evalsha(calls))
     pipe = client.pipeline(transaction=False)
-    for script, keys, args in calls:
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    for command in _evalsha(calls):
+        pipe.execute_command(*command)
     return list(pipe.execute(raise_on_error=False))
 
 
@@ -272,7 +272,8 @@ def _node_pipelines(client: RedisCluster,
                     calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
                     batch: bool = False) -> list[Any]:
     """One plain pipeline per node, each call sent once (see Script); the pipelines go
-    in parallel (a greenlet each), so the round trip is one, as with redis-py's own.
+    in parallel (each on its node's batch when batched, else a greenlet each), so the
+    round trip is one, as with redis-py's own.
 
     redis-py's cluster pipeline sends a call whose connection failed again on its own,
     after it may have run; here that call's result is the error. A call its node
