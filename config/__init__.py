@@ -62,6 +62,9 @@ class Settings:
     # Online sets are split into this many hash-tagged keys so a Redis Cluster spreads
     # presence over its shards; each shard is swept by one atomic script.
     redis_presence_shards: int = 16
+    # On a standalone Redis, a send is one atomic script, one round trip (see
+    # storage/send_redis.py); off, it takes the two that a Cluster needs.
+    one_trip_sends: bool = True
     # Standalone Redis for the RQ job queues. Empty: redis_url (which then must not be a
     # Cluster: RQ needs one server).
     rq_redis_url: str = ""

@@ -31,21 +31,12 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
     """
     svc = services()
     members = require_member_fast(conversation_id, sender_id)
-    settings = svc.settings
     # Concurrent retries of one client_msg_id wait here for the first to settle.
     deadline = time.monotonic() + SEND_CLAIM_HOLD
     wait = 0.005
     while True:
-        with svc.state.sending(sender_id, client_msg_id, conversation_id,
-                               floor=lambda: svc.history.last_seq(conversation_id),
-                               rate=settings.send_rate_per_second,
-                               burst=settings.send_rate_burst,
-                               ttl=settings.client_msg_id_ttl,
-                               timeout=SEND_TURN_TIMEOUT) as sending:
-            outcome, remembered = sending.claim.outcome, sending.claim.value
-            if outcome == "claimed":
-                message, created = _create(svc, sending, sender_id, conversation_id,
-                                           members, client_msg_id, text)
+        outcome, remembered, message, created = _attempt(
+            svc, sender_id, conversation_id, members, client_msg_id, text)
         if outcome == "claimed":
             break
         if outcome == "limited":
@@ -63,6 +54,35 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
     # Step 5 (push to members with no live connection): only queued, never sent here.
     svc.notifier.message_created(message, members)
     return message, True
+
+
+def _attempt(svc: Services, sender_id: int, conversation_id: int, members: list[int],
+             client_msg_id: str, text: str) -> tuple[str, str | None, Message | None, bool]:
+    """One try: the claim's outcome ("claimed", "sent", "pending" or "limited"), the
+    remembered message when "sent", and when "claimed" the message and whether this
+    call made it. In one round trip where the engine can, else in the send's turn."""
+    settings = svc.settings
+    if svc.one_trip is not None:
+        quick = svc.one_trip.send(sender_id, conversation_id, client_msg_id, text, members,
+                                  rate=settings.send_rate_per_second,
+                                  burst=settings.send_rate_burst,
+                                  ttl=settings.client_msg_id_ttl)
+        if quick is not None:
+            if quick.outcome == "created":
+                return "claimed", None, quick.message, True
+            return quick.outcome, quick.value, None, False
+    message, created = None, False
+    with svc.state.sending(sender_id, client_msg_id, conversation_id,
+                           floor=lambda: svc.history.last_seq(conversation_id),
+                           rate=settings.send_rate_per_second,
+                           burst=settings.send_rate_burst,
+                           ttl=settings.client_msg_id_ttl,
+                           timeout=SEND_TURN_TIMEOUT) as sending:
+        outcome, remembered = sending.claim.outcome, sending.claim.value
+        if outcome == "claimed":
+            message, created = _create(svc, sending, sender_id, conversation_id, members,
+                                       client_msg_id, text)
+    return outcome, remembered, message, created
 
 
 def _same_conversation(existing: Message, conversation_id: int) -> Message:

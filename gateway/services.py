@@ -12,6 +12,7 @@ from storage.broker import Broker
 from storage.history import HistoryStore
 from storage.ids import IdGenerator
 from storage.presence import PresenceTracker
+from storage.send_redis import OneTripSends
 from storage.state import SharedState
 from workers.queue import JobQueue
 
@@ -30,6 +31,8 @@ class Services:
     presence: PresenceService  # noqa: F821 - defined in gateway.presence
     engine: str  # "memory" or "redis", for /v1/health and the logs
     notifier: Notifier  # noqa: F821 - defined in gateway.notifications
+    # Sends in one round trip (a standalone Redis); None: every send takes state.sending.
+    one_trip: OneTripSends | None = None
 
     def close(self) -> None:
         self.notifier.close()
@@ -62,9 +65,10 @@ def build_services(settings: Settings) -> Services:
     tracker: PresenceTracker
     history: HistoryStore
     jobs: JobQueue
+    one_trip = None
     store = build_history(settings)
     if settings.redis_url:
-        broker, state, tracker, ids, history, jobs = _redis_engines(settings, store)
+        broker, state, tracker, ids, history, jobs, one_trip = _redis_engines(settings, store)
         engine = "redis"
     else:
         broker = MemoryBroker(settings.event_log_size, settings.event_log_ttl)
@@ -78,11 +82,13 @@ def build_services(settings: Settings) -> Services:
     hub, notifier = build_push(settings, broker, getattr(state, "client", None))
     presence = PresenceService(tracker, broker, throttle=settings.presence_heartbeat)
     return Services(settings=settings, broker=broker, state=state, history=history, hub=hub,
-                    ids=ids, jobs=jobs, presence=presence, engine=engine, notifier=notifier)
+                    ids=ids, jobs=jobs, presence=presence, engine=engine, notifier=notifier,
+                    one_trip=one_trip)
 
 
 def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[
-        Broker, SharedState, PresenceTracker, IdGenerator, HistoryStore, JobQueue]:
+        Broker, SharedState, PresenceTracker, IdGenerator, HistoryStore, JobQueue,
+        OneTripSends | None]:
     """Broker, state, presence and the persist pipeline on one Redis client."""
     from rq import Queue
 
@@ -107,5 +113,9 @@ def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[
                             shards=settings.redis_presence_shards)
     buffer = build_persist_buffer(settings, client)
     queue = Queue(persist_queue_name(settings), connection=rq_connection(settings))
-    return (broker, state, tracker, LeasedIdGenerator(state.lease),
-            TailedHistory(store, buffer), RqJobQueue(buffer, queue, state))
+    ids = LeasedIdGenerator(state.lease)
+    jobs = RqJobQueue(buffer, queue, state)
+    # A script may touch keys of any slot only on a standalone server.
+    one_trip = None if state.cluster or not settings.one_trip_sends else OneTripSends(
+        client, state.keys, ids, broker, buffer, jobs.schedule)
+    return broker, state, tracker, ids, TailedHistory(store, buffer), jobs, one_trip

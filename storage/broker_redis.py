@@ -333,12 +333,16 @@ class RedisBroker(Broker):
                 break
         return prepared.finish(results)
 
-    def prepare_append(self, user_ids: Iterable[int], payload: dict[str, Any]) -> PreparedAppend:
+    def prepare_append(self, user_ids: Iterable[int], payload: dict[str, Any], *,
+                       body: str | None = None) -> PreparedAppend:
         """``append`` in two halves, so a caller can send its script calls in a pipeline
         of its own (RedisState ends a send's turn in the same round trip); ``finish``
-        takes their results, in order, exceptions included."""
+        takes their results, in order, exceptions included. ``body``: the calls'
+        encoding of ``payload``, for a caller whose own script makes it (a one-trip
+        send's, storage/send_redis.py)."""
         users = list(dict.fromkeys(user_ids))
-        body = encode(payload)
+        if body is None:
+            body = encode(payload)
         prefix = f"{_APPENDED}{self.origin}|"
         calls = [(_APPEND, self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
                                                self.keys.channel(u), prefix, self._publish))

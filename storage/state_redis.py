@@ -88,7 +88,7 @@ return 0
 """)
 # A token bucket in the hash at key ``bucket``; ARGV[1]: rate per second, ARGV[2]: burst.
 # Sets ``granted``. Server time, so every worker uses one clock.
-_BUCKET = """
+BUCKET_SOURCE = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -101,7 +101,7 @@ if tokens >= 1 then tokens = tokens - 1; granted = 1 end
 redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
 """
-_TOKEN_BUCKET = Script("local bucket = KEYS[1]" + _BUCKET + "return granted")
+_TOKEN_BUCKET = Script("local bucket = KEYS[1]" + BUCKET_SOURCE + "return granted")
 # KEYS: send record, the sender's bucket. ARGV: rate, burst, pending value, hold (ms).
 _CLAIM_SEND = Script("""
 local value = redis.call('GET', KEYS[1])
@@ -109,7 +109,7 @@ if value then
   if string.sub(value, 1, string.len(ARGV[5])) == ARGV[5] then return {'pending'} end
   return {'sent', value}
 end
-local bucket = KEYS[2]""" + _BUCKET + """
+local bucket = KEYS[2]""" + BUCKET_SOURCE + """
 if granted == 0 then return {'limited'} end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return {'claimed'}
@@ -173,7 +173,7 @@ return {{ours and 1 or 0, results}}
 
 _CLOSING = Script(_closing_source(with_record=False))
 _CLOSING_DURABLE = Script(_closing_source(with_record=True))
-_PENDING = "~pending:"  # a claimed, unsettled send; messages are JSON, never start so
+PENDING = "~pending:"  # a claimed, unsettled send; messages are JSON, never start so
 # 1: renewed; 2: it had expired and nobody took it, so it is ours again; 0: lost.
 _RENEW = Script("""
 local owner = redis.call('GET', KEYS[1])
@@ -329,8 +329,8 @@ class RedisState(SharedState):
         claim_token = secrets.token_hex(8)
         turn_token = secrets.token_hex(16)
         got_claim, got = run_scripts(self.client, [
-            (_CLAIM_SEND, record, [rate, burst, _PENDING + claim_token,
-                                   max(1, int(hold * 1000)), _PENDING]),
+            (_CLAIM_SEND, record, [rate, burst, PENDING + claim_token,
+                                   max(1, int(hold * 1000)), PENDING]),
             (_TURN_BEGIN, [lock, seq_key, last_key], [turn_token, _LOCK_TTL_MS])],
             raise_on_error=False, batch=True)
         if isinstance(got_claim, Exception) or isinstance(got, Exception):
@@ -339,7 +339,7 @@ class RedisState(SharedState):
             if not isinstance(got, Exception) and int(got[0]):
                 undo.append((_TURN_UNDO, [lock, seq_key], [turn_token, int(int(got[0]) == 1)]))
             if not isinstance(got_claim, Exception) and str(got_claim[0]) == "claimed":
-                undo.append((_SETTLE_SEND, record[:1], [_PENDING + claim_token, "", 1]))
+                undo.append((_SETTLE_SEND, record[:1], [PENDING + claim_token, "", 1]))
             run_scripts(self.client, undo, raise_on_error=False)
             raise got_claim if isinstance(got_claim, Exception) else got
         outcome = str(got_claim[0])
@@ -378,7 +378,7 @@ class RedisState(SharedState):
         except BaseException:
             self._end_send(client_msg_id, [
                 (_TURN_END, [lock, last_key], [turn_token, "", LAST_ID_TTL]),
-                (_SETTLE_SEND, record[:1], [_PENDING + claim_token,
+                (_SETTLE_SEND, record[:1], [PENDING + claim_token,
                                             sending.remembered(persisted) or "", ttl_ms])])
             raise
         if fused is not None:
@@ -386,14 +386,14 @@ class RedisState(SharedState):
             # did run, the claim holds the message; if not, nothing was stored, and once
             # the claim lapses a retry sends it.
             self._close(fused, [record[0], lock, last_key],
-                        [_PENDING + claim_token, sending.message or "", ttl_ms, turn_token,
+                        [PENDING + claim_token, sending.message or "", ttl_ms, turn_token,
                          recorded, LAST_ID_TTL], durable)
             if durable is not None:
                 durable.done()
             return
         closing = [
             (_TURN_END, [lock, last_key], [turn_token, recorded, LAST_ID_TTL]),
-            (_SETTLE_SEND, record[:1], [_PENDING + claim_token, sending.message or "",
+            (_SETTLE_SEND, record[:1], [PENDING + claim_token, sending.message or "",
                                         ttl_ms])]
         try:
             run_scripts(self.client, closing, batch=True)
@@ -491,8 +491,8 @@ class RedisState(SharedState):
                    hold: float = SEND_CLAIM_HOLD) -> SendClaim:
         token = secrets.token_hex(8)
         got = _CLAIM_SEND(self.client, self.keys.sends(sender_id, client_msg_id),
-                          [rate, burst, _PENDING + token, max(1, int(hold * 1000)),
-                           _PENDING])
+                          [rate, burst, PENDING + token, max(1, int(hold * 1000)),
+                           PENDING])
         outcome = str(got[0])
         if outcome == "sent":
             return SendClaim("sent", str(got[1]))
@@ -501,7 +501,7 @@ class RedisState(SharedState):
     def settle_send(self, sender_id: int, client_msg_id: str, token: str,
                     message: str | None, ttl: float) -> None:
         _SETTLE_SEND(self.client, self.keys.sends(sender_id, client_msg_id)[:1],
-                     [_PENDING + token, message or "", max(1, int(ttl * 1000))])
+                     [PENDING + token, message or "", max(1, int(ttl * 1000))])
 
     @contextmanager
     def lock(self, name: str, timeout: float = 10.0) -> Iterator[None]:

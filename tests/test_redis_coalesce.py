@@ -257,7 +257,7 @@ def test_every_round_trip_of_a_send_goes_in_a_batch(client, prefix, monkeypatch)
     broker = RedisBroker(client, prefix=prefix)
     buffer = PersistBuffer(client, prefix, shards=1)
     jobs = RqJobQueue(buffer, queue=None, state=state)
-    monkeypatch.setattr(jobs, "_schedule", lambda shard: None)  # no RQ queue here
+    monkeypatch.setattr(jobs, "schedule", lambda shard: None)  # no RQ queue here
 
     def send(n: int) -> None:
         with state.sending(93, f"b{n}", 77, floor=lambda: 0, rate=100.0, burst=10,

@@ -718,7 +718,7 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
     buffer = PersistBuffer(client, prefix, shards=1)
     scheduled: list[int] = []
     jobs = RqJobQueue(buffer, queue=None, state=state)
-    monkeypatch.setattr(jobs, "_schedule", scheduled.append)  # no RQ queue here
+    monkeypatch.setattr(jobs, "schedule", scheduled.append)  # no RQ queue here
     options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0, "hold": 0.5}
     real = state_redis._CLOSING_DURABLE
     left = [drops]

@@ -65,18 +65,18 @@ class RqJobQueue(JobQueue):
         self._asked: dict[int, float] = {}  # shard -> when this process last asked
 
     def persist(self, message: Message, member_ids: Sequence[int]) -> None:
-        self._schedule(self.buffer.record(message, member_ids))
+        self.schedule(self.buffer.record(message, member_ids))
 
     def prepare_persist(self, message: Message, member_ids: Sequence[int]) -> PreparedRecord:
         keys, args = self.buffer.record_call(message, member_ids)
         shard = self.buffer.shard_of(message.conversation_id)
         def run() -> None:  # the same call, not built (and its JSON encoded) again
             self.buffer.run_record(keys, args, batch=True)  # a send's: see run_scripts
-            self._schedule(shard)
+            self.schedule(shard)
         return PreparedRecord(self.buffer.client, keys, args, run=run,
-                              done=lambda: self._schedule(shard))
+                              done=lambda: self.schedule(shard))
 
-    def _schedule(self, shard: int) -> None:
+    def schedule(self, shard: int) -> None:
         # Each process asks Redis at most once per shard and interval (a round trip per
         # message saved under load). A message that finds no drain coming waits for the
         # next one or for a worker's own backlog check, every second: late, never lost.
