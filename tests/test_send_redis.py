@@ -210,3 +210,21 @@ def test_a_connection_lost_on_every_attempt_fails_the_send_with_nothing_stored(
         engine.send(1, 70, "a")
     assert engine.buffer.tail(70) == [] and engine.seq(70) == 0
     assert engine.client.get(engine.state.keys.sends(1, "a")[0]) is None
+
+
+@pytest.mark.parametrize("service, enabled, expected", [
+    ("redis", True, True), ("redis", False, False), ("redis-cluster", True, False)],
+    ids=["standalone", "turned-off", "cluster"])
+def test_a_gateway_sends_in_one_trip_only_on_a_standalone_server(tmp_path, service,
+                                                                    enabled, expected):
+    from config import Settings
+    from gateway.services import build_services
+
+    settings = Settings.from_env({}, data_dir=str(tmp_path), redis_url=require_service(
+        service), rq_redis_url=require_service("redis"), one_trip_sends=enabled,
+        redis_prefix=f"sbtest-wiring-{tmp_path.name[-12:]}")
+    svc = build_services(settings)
+    try:
+        assert (svc.one_trip is not None) is expected
+    finally:
+        svc.close()
