@@ -1,8 +1,9 @@
 """A server WebSocket over the raw socket gunicorn's gevent worker hands to the app.
 
-The handshake is answered by hand (RFC 6455 section 4.2.2); framing is wsproto's. One
-greenlet at a time reads (``receive``, or ``read_available`` + ``next_message`` when woken
-by ``when_readable``), any greenlet may send: sends are serialised by a lock.
+The handshake is answered by hand (RFC 6455 section 4.2.2); framing is wsproto's, except
+for the text frames the server sends (``text_frame``). One greenlet at a time reads
+(``receive``, or ``read_available`` + ``next_message`` when woken by ``when_readable``),
+any greenlet may send: sends are serialised by a lock.
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ def handshake_error(environ: dict[str, Any]) -> str | None:
     return None
 
 
+def text_frame(text: str) -> bytes:
+    """One unfragmented text frame from the server (RFC 6455 section 5.2: unmasked; no
+    extension is ever negotiated). Framed here, not by wsproto: it is the frame of every
+    delivery, and wsproto's general path cost about 4 % of a saturated worker."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, size) + data
+    return struct.pack("!BBQ", 0x81, 127, size) + data
+
+
 class ServerWebSocket:
     def __init__(self, environ: dict[str, Any], max_message: int) -> None:
         self.sock = environ["gunicorn.socket"]
@@ -91,14 +105,12 @@ class ServerWebSocket:
         """Several messages in one write (one syscall, and one segment when small)."""
         if self.closed:
             raise WebSocketClosed("closed")
-        try:
-            data = b"".join(self.conn.send(TextMessage(
-                data=json.dumps(p, separators=(",", ":"), ensure_ascii=False)))
-                for p in payloads)
-        except LocalProtocolError as err:
+        if self.conn.state is not ConnectionState.OPEN:  # a close was sent or received
             self.closed = True
-            raise WebSocketClosed(str(err)) from err
-        self._write(data)
+            raise WebSocketClosed(f"cannot send in state {self.conn.state.name}")
+        self._write(b"".join(text_frame(json.dumps(p, separators=(",", ":"),
+                                                   ensure_ascii=False))
+                             for p in payloads))
 
     def ping(self) -> None:
         if not self.closed and self.conn.state is ConnectionState.OPEN:

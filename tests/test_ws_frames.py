@@ -49,3 +49,40 @@ def test_a_failing_send_frame_is_answered_not_raised(app, sender, monkeypatch,
     monkeypatch.undo()
     with app.app_context():  # and the next frame is handled as usual
         assert events._ws_handle(user_id, frame(conversation))["type"] == "ack"
+
+
+def test_the_servers_text_frames_decode_as_sent_at_every_length_encoding():
+    """The server frames its text itself: 7-bit, 16-bit and 64-bit lengths must read
+    back exactly, several in one write, and nothing goes out once a close is sent."""
+    import socket
+
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection
+    from wsproto.events import TextMessage
+
+    from gateway.websocket import ServerWebSocket, WebSocketClosed
+
+    server_end, client_end = socket.socketpair()
+    try:
+        ws = ServerWebSocket({"gunicorn.socket": server_end,
+                              "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="}, 1 << 20)
+        # Encoded, {"t":"…"} is 8 bytes longer than its text: frames of exactly these
+        # sizes, on both sides of each length encoding's limit.
+        sizes = (8, 125, 126, 65_535, 65_536, 70_000)
+        payloads = [{"t": "x" * (n - 8)} for n in sizes] + [{"t": "é😀"}]
+        ws.send_json_many(payloads)
+        ws.close()
+        with pytest.raises(WebSocketClosed):
+            ws.send_json({"late": True})
+        received = b""
+        while chunk := client_end.recv(1 << 20):
+            received += chunk
+        head, _, frames = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        reader = Connection(ConnectionType.CLIENT)
+        reader.receive_data(frames)
+        texts = [e.data for e in reader.events() if isinstance(e, TextMessage)]
+        assert [json.loads(t) for t in texts] == payloads
+    finally:
+        client_end.close()
+        server_end.close()
