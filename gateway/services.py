@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
@@ -12,9 +13,11 @@ from storage.broker import Broker
 from storage.history import HistoryStore
 from storage.ids import IdGenerator
 from storage.presence import PresenceTracker
-from storage.send_redis import OneTripSends
 from storage.state import SharedState
 from workers.queue import JobQueue
+
+if TYPE_CHECKING:
+    from storage.send_redis import OneTripSends
 
 EXTENSION = "switchboard"
 
@@ -96,6 +99,7 @@ def _redis_engines(settings: Settings, store: HistoryStore) -> tuple[
     from storage.engines import build_persist_buffer, redis_client, rq_connection
     from storage.history_tail import TailedHistory
     from storage.presence_redis import RedisPresence
+    from storage.send_redis import OneTripSends
     from storage.state_redis import LeasedIdGenerator, RedisState
     from workers.jobs import persist_queue_name
     from workers.queue import RqJobQueue

@@ -323,7 +323,8 @@ class RedisState(SharedState):
         # "sent", "pending" or "limited" is handed back at once, a rare path), and the
         # turn's end and the claim's settling go together (on one server, with the
         # members' appends, in one atomic script). They live on different shards of a
-        # cluster (sender's and conversation's tags): one pipeline each way.
+        # cluster (sender's and conversation's tags): one pipeline each way. (On one
+        # server most sends take a single round trip instead: storage/send_redis.py.)
         record = self.keys.sends(sender_id, client_msg_id)
         lock, seq_key, last_key = self.keys.conversation(conversation_id)
         claim_token = secrets.token_hex(8)
