@@ -598,24 +598,13 @@ def test_a_sends_close_is_all_or_nothing_and_a_lost_reply_is_recovered_exactly(
     request.addfinalizer(broker.close)
     options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0}
     start = {u: broker.tip(u) for u in (91, 92)}
-    real = state_redis._CLOSING
-    drops = [1]
-
-    class Dropping:
-        def __call__(self, client: Any, keys: Any, args: Any, **options: Any) -> Any:
-            if drops[0]:
-                drops[0] -= 1
-                if ran:
-                    real(client, keys, args, **options)
-                raise redis.ConnectionError("connection lost (test)")
-            return real(client, keys, args, **options)
-
-    monkeypatch.setattr(state_redis, "_CLOSING", Dropping())
+    closing = LosingTheLink(state_redis._CLOSING, 1, ran=ran)
+    monkeypatch.setattr(state_redis, "_CLOSING", closing)
     with state.sending(91, "c1", 50, **options) as sending:  # no error reaches the sender
         sending.message = '{"id": "1"}'
         sending.turn.new_last_id = 1  # type: ignore[union-attr]
         sending.fan_out = (broker, [91, 92], ev(1))
-    assert drops == [0]
+    assert closing.left == 0
     for user in (91, 92):
         assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1]
         assert listener.wakes[user] == 1  # this process' connections are told once
@@ -624,6 +613,24 @@ def test_a_sends_close_is_all_or_nothing_and_a_lost_reply_is_recovered_exactly(
         assert retry.claim.outcome == "sent" and retry.claim.value == '{"id": "1"}'
     with state.sending(92, "c2", 50, timeout=0.5, **options) as after:  # the turn ended
         assert after.turn is not None and after.turn.seq == 2
+
+
+class LosingTheLink:
+    """A script call whose first ``left`` calls lose their connection: after the script
+    ran (``ran``: only the reply was lost), or before it reached the server."""
+
+    def __init__(self, real: Callable[..., Any], left: int, *, ran: bool) -> None:
+        self.real = real
+        self.left = left
+        self.ran = ran
+
+    def __call__(self, client: Any, keys: Any, args: Any, **options: Any) -> Any:
+        if self.left:
+            self.left -= 1
+            if self.ran:
+                self.real(client, keys, args, **options)
+            raise redis.ConnectionError("connection lost (test)")
+        return self.real(client, keys, args, **options)
 
 
 def losing_member_appends(monkeypatch: pytest.MonkeyPatch, lost: set[int], ran: bool
@@ -720,18 +727,9 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
     jobs = RqJobQueue(buffer, queue=None, state=state)
     monkeypatch.setattr(jobs, "schedule", scheduled.append)  # no RQ queue here
     options = {"floor": lambda: 0, "rate": 100.0, "burst": 10, "ttl": 60.0, "hold": 0.5}
-    real = state_redis._CLOSING_DURABLE
-    left = [drops]
-
-    def dropping(client: Any, keys: Any, args: Any, **options: Any) -> Any:
-        if left[0]:
-            left[0] -= 1
-            if drops == 1:
-                real(client, keys, args, **options)  # ran; only its reply is lost
-            raise redis.ConnectionError("connection lost (test)")
-        return real(client, keys, args, **options)
-
-    monkeypatch.setattr(state_redis, "_CLOSING_DURABLE", dropping)
+    # One drop: the script ran and only its reply was lost.
+    closing = LosingTheLink(state_redis._CLOSING_DURABLE, drops, ran=drops == 1)
+    monkeypatch.setattr(state_redis, "_CLOSING_DURABLE", closing)
     message = Message(id=7001, conversation_id=77, seq=1, sender_id=93, client_msg_id="r1",
                       text="hello", created_at=1)
 
@@ -750,7 +748,7 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
         # The claim, left pending, lapses after its hold; the turn's lock after its TTL
         # (5 s: the close that would have ended it never ran). The retry sends it.
         time.sleep(0.6)
-        left[0] = 0
+        closing.left = 0
         send(timeout=8.0)
     else:
         send()

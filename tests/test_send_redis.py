@@ -22,7 +22,7 @@ from storage.send_redis import OneTripSends
 from storage.state_redis import RedisState
 from tests.contracts.redis_engines import client_for
 from tests.services import require_service
-from tests.test_redis_engine import CountingListener
+from tests.test_redis_engine import CountingListener, LosingTheLink
 
 pytestmark = pytest.mark.redis
 
@@ -178,24 +178,14 @@ def test_a_lost_connection_neither_doubles_nor_drops_the_message(engine, monkeyp
     engine.state.start_conversation(60)
     listener = CountingListener()
     engine.broker.listener = listener  # the local delivery only: no subscriber needed
-    real = send_redis._SEND
-    lost = [1]
-
-    def dropping(client: Any, keys: Any, args: Any, **options: Any) -> Any:
-        if lost[0]:
-            lost[0] -= 1
-            if ran:
-                real(client, keys, args, **options)
-            raise redis.ConnectionError("connection lost (test)")
-        return real(client, keys, args, **options)
-
-    monkeypatch.setattr(send_redis, "_SEND", dropping)
+    script = LosingTheLink(send_redis._SEND, 1, ran=ran)
+    monkeypatch.setattr(send_redis, "_SEND", script)
     got = engine.send(1, 60, "a")
     assert got is not None and got.outcome == "created" and got.message is not None
     assert engine.buffer.tail(60) == [got.message]
     assert engine.seq(60) == 1
     assert listener.wakes[1] == listener.wakes[2] == 1
-    assert engine.scheduled == [0]
+    assert engine.scheduled == [0] and script.left == 0
 
 
 def test_a_connection_lost_on_every_attempt_fails_the_send_with_nothing_stored(
