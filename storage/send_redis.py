@@ -133,7 +133,7 @@ class OneTripSends:
         head, found, tail = body.partition(_SEQ_FIELD)
         assert found, "the draft's seq is not where the script puts it"
         payload = event(EventType.MESSAGE_CREATED, draft.to_json())
-        before, found, after = encode(payload).partition(body)
+        event_head, found, event_tail = encode(payload).partition(body)
         assert found
         fan_out = self.broker.prepare_append(members, payload, body="")
         conversation_id = draft.conversation_id
@@ -142,7 +142,8 @@ class OneTripSends:
                 *self.keys.conversation(conversation_id),
                 self.buffer.tail_key(conversation_id), self.buffer.stream_key(shard)]
         args = [rate, burst, PENDING, str(draft.id), max(1, int(ttl * 1000)), LAST_ID_TTL,
-                head + '"seq":', "," + tail, before, after, ",".join(map(str, members))]
+                head + '"seq":', "," + tail, event_head, event_tail,
+                ",".join(map(str, members))]
         for _, call_keys, call_args in fan_out.calls:
             keys.extend(call_keys)
             args.extend(call_args)
@@ -155,7 +156,10 @@ class OneTripSends:
                 lost = lost or exc
         else:
             # Unknown whether it ran: the client's retry finds the message, or sends it.
+            # This process' connections of the members read their logs meanwhile (its
+            # own appends' wake-ups never come back to it).
             assert lost is not None
+            fan_out.unknown()
             raise lost
         outcome = str(got[0])
         if outcome == "sent":

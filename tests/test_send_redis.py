@@ -188,7 +188,7 @@ def test_a_lost_connection_neither_doubles_nor_drops_the_message(engine, monkeyp
     assert engine.scheduled == [0] and script.left == 0
 
 
-def test_a_connection_lost_on_every_attempt_fails_the_send_with_nothing_stored(
+def test_a_connection_lost_on_every_attempt_fails_the_send_and_wakes_its_members(
         engine, monkeypatch):
     engine.state.start_conversation(70)
 
@@ -196,9 +196,13 @@ def test_a_connection_lost_on_every_attempt_fails_the_send_with_nothing_stored(
         raise redis.ConnectionError("connection lost (test)")
 
     monkeypatch.setattr(send_redis, "_SEND", down)
+    listener = CountingListener()
+    engine.broker.listener = listener
     with pytest.raises(redis.ConnectionError):
         engine.send(1, 70, "a")
     assert engine.buffer.tail(70) == [] and engine.seq(70) == 0
+    # Unsure, this process' connections of the members read their logs.
+    assert listener.wakes[1] == listener.wakes[2] == 1
     assert engine.client.get(engine.state.keys.sends(1, "a")[0]) is None
 
 
