@@ -432,6 +432,7 @@ class RedisState(SharedState):
                           for got in results])
             return
         assert error is not None
+        fused.unknown()  # it may have run: this process' connections read their logs
         raise error
 
     def _end_send(self, client_msg_id: str, closing: list[tuple[Script, list[str], list]]

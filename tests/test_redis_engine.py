@@ -741,8 +741,12 @@ def test_a_sends_record_is_made_in_its_close_exactly_once_or_not_at_all(
             sending.fan_out = (broker, [93, 94], ev(1))
 
     if drops == 5:  # more than the close's attempts
+        listener = CountingListener()
+        broker.listener = listener
         with pytest.raises(redis.ConnectionError):
             send()
+        assert listener.wakes[93] == listener.wakes[94] == 1  # unsure: they read
+        broker.listener = None
         assert [m.id for m in buffer.tail(77)] == [] and client.xlen(buffer.stream_key(0)) == 0
         assert scheduled == []
         # The claim, left pending, lapses after its hold; the turn's lock after its TTL
