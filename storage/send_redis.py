@@ -83,6 +83,8 @@ return {'done', seq, results}
 """)
 _SEQ_FIELD = '"seq":0,'  # where a draft's seq is: "seq" precedes every field users write
 _STALE_TRIES = 3  # ids refused as too low before the general path takes over
+# The event's JSON around the message's, the same for every send: made once, here.
+_EVENT_HEAD, _, _EVENT_TAIL = encode(event(EventType.MESSAGE_CREATED, {})).partition("{}")
 
 
 class Outcome(NamedTuple):
@@ -129,12 +131,11 @@ class OneTripSends:
               ttl: float) -> Outcome | int | None:
         """One send of ``draft``; an int is the conversation's last id when the draft's
         was not above it."""
-        body = encode(draft.to_json())
+        data = draft.to_json()
+        body = encode(data)
         head, found, tail = body.partition(_SEQ_FIELD)
         assert found, "the draft's seq is not where the script puts it"
-        payload = event(EventType.MESSAGE_CREATED, draft.to_json())
-        event_head, found, event_tail = encode(payload).partition(body)
-        assert found
+        payload = event(EventType.MESSAGE_CREATED, data)
         fan_out = self.broker.prepare_append(members, payload, body="")
         conversation_id = draft.conversation_id
         shard = self.buffer.shard_of(conversation_id)
@@ -142,7 +143,7 @@ class OneTripSends:
                 *self.keys.conversation(conversation_id),
                 self.buffer.tail_key(conversation_id), self.buffer.stream_key(shard)]
         args = [rate, burst, PENDING, str(draft.id), max(1, int(ttl * 1000)), LAST_ID_TTL,
-                head + '"seq":', "," + tail, event_head, event_tail,
+                head + '"seq":', "," + tail, _EVENT_HEAD, _EVENT_TAIL,
                 ",".join(map(str, members))]
         for _, call_keys, call_args in fan_out.calls:
             keys.extend(call_keys)
