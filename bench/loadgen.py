@@ -98,8 +98,12 @@ class Run:
         out: dict[str, list[int]] = {}
         for spec in self.args.aux_pid:
             name, _, pid = spec.partition("=")
-            out.setdefault(name, []).extend(procstat.tree(int(pid)))
+            out.setdefault(name, []).append(int(pid))
         return out
+
+    @staticmethod
+    def aux_cpu(roots: list[int]) -> float:
+        return sum(procstat.tree_cpu_seconds(pid) for pid in roots)
 
     async def connect_all(self, users: list[User]) -> tuple[int, float]:
         sem = asyncio.Semaphore(self.args.connect_concurrency)
@@ -228,7 +232,7 @@ class Run:
         """Run body() between CPU/RSS readings of the server, its helpers and ourselves."""
         aux = self.aux_pids()
         cpu0 = procstat.cpu_seconds(self.server_pids)
-        aux0 = {k: procstat.cpu_seconds(v) for k, v in aux.items()}
+        aux0 = {k: self.aux_cpu(v) for k, v in aux.items()}
         me0 = os.times()
         wall0 = time.monotonic()
         out = await body()
@@ -237,7 +241,7 @@ class Run:
         out["server_cpu_s"] = round(procstat.cpu_seconds(self.server_pids) - cpu0, 2)
         out["server_cpu_pct"] = round(100 * out["server_cpu_s"] / wall, 1)
         for k, v in aux.items():
-            out[f"{k}_cpu_pct"] = round(100 * (procstat.cpu_seconds(v) - aux0[k]) / wall, 1)
+            out[f"{k}_cpu_pct"] = round(100 * (self.aux_cpu(v) - aux0[k]) / wall, 1)
         client = (me1.user - me0.user) + (me1.system - me0.system)
         out["client_cpu_pct"] = round(100 * client / wall, 1)
         out["window_s"] = round(wall, 2)
@@ -368,7 +372,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="gunicorn/nginx master (its workers are measured)")
     p.add_argument("--aux-pid", action="append", default=[],
-                   help="NAME=PID of a helper to report CPU for (redis, rq)")
+                   help="NAME=PID of a helper to report CPU for, with its children "
+                        "(redis, rq, db)")
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path)
     p.add_argument("--timeout", type=float, default=600.0, help="hard bound, s")

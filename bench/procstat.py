@@ -39,6 +39,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of ``root`` and its descendants now alive, plus the children it has reaped:
+    a PostgreSQL backend that exits between two readings keeps its share (it moves
+    into the postmaster's cutime/cstime)."""
+    try:
+        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    reaped = (int(fields[13]) + int(fields[14])) / TICK
+    return reaped + cpu_seconds(tree(root))
+
+
 def rss_kib(pids: list[int]) -> int:
     total = 0
     for pid in pids:

@@ -111,6 +111,7 @@ def services(run_dir: Path, cluster: bool = False) -> dict[str, str]:
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value.strip("'")
     env["REDIS_PID"] = (svc / "redis" / "redis.pid").read_text().strip()
+    env["POSTGRES_PID"] = (svc / "postgres" / "pid").read_text().strip()
     env["REDIS_CLUSTER_PIDS"] = ",".join(
         pid.read_text().strip() for pid in sorted(svc.glob("redis-cluster/node-*/redis.pid")))
     return env
@@ -129,7 +130,8 @@ def make_server(config: str, run_dir: Path, env: dict[str, str]) -> Server:
         return SwitchboardServer(config, run_dir, 1)
     if config.startswith("sb-redis-"):
         return SwitchboardServer(config, run_dir, int(config[-2]), redis_url,
-                                 env["SWITCHBOARD_TEST_DATABASE_URL"], [redis_pid])
+                                 env["SWITCHBOARD_TEST_DATABASE_URL"], [redis_pid],
+                                 db_pid=int(env["POSTGRES_PID"]))
     if config.startswith("sb-cluster-"):
         # Delivery on the Cluster; RQ's queues on the standalone Redis (RQ needs one
         # server), whose CPU is then not in the "redis" figure.
@@ -137,7 +139,7 @@ def make_server(config: str, run_dir: Path, env: dict[str, str]) -> Server:
                                  env["SWITCHBOARD_TEST_REDIS_CLUSTER_URL"],
                                  env["SWITCHBOARD_TEST_DATABASE_URL"],
                                  [int(pid) for pid in env["REDIS_CLUSTER_PIDS"].split(",")],
-                                 rq_redis_url=redis_url)
+                                 rq_redis_url=redis_url, db_pid=int(env["POSTGRES_PID"]))
     if config == "floor-1w":
         return FloorServer(config, run_dir, redis_url, redis_pid)
     if config == "socketio-1w":

@@ -93,8 +93,9 @@ def gunicorn(app: str, port: int, workers: int) -> list[str]:
 class SwitchboardServer(Server):
     def __init__(self, name: str, run_dir: Path, workers: int, redis_url: str = "",
                  database_url: str = "", redis_pids: list[int] | None = None,
-                 rq_redis_url: str = "") -> None:
-        """``rq_redis_url``: a standalone Redis for RQ when ``redis_url`` is a Cluster's."""
+                 rq_redis_url: str = "", db_pid: int = 0) -> None:
+        """``rq_redis_url``: a standalone Redis for RQ when ``redis_url`` is a Cluster's;
+        ``db_pid``: PostgreSQL's postmaster, whose CPU (backends included) is reported."""
         super().__init__(name, run_dir)
         self.workers = workers
         self.redis_url = redis_url
@@ -102,6 +103,8 @@ class SwitchboardServer(Server):
         self.database_url = database_url
         if redis_pids:
             self.aux_pids["redis"] = list(redis_pids)
+        if db_pid:
+            self.aux_pids["db"] = [db_pid]
 
     def start(self) -> SwitchboardServer:
         env = {**SWITCHBOARD_BENCH_ENV, "SWITCHBOARD_DATA_DIR": str(self.run_dir / "data"),
