@@ -23,7 +23,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from storage.db import create_tables, engine_options
 from storage.history import HistoryStore, InboxEntry, Message, Watermark
@@ -80,6 +80,39 @@ def _inbox_rows(user_ids: Iterable[int], m: Message) -> list[dict[str, Any]]:
              "seq": m.seq} for u in sorted(set(user_ids))]
 
 
+def _unnest_insert(table: Table, conflict: str) -> str:
+    """PostgreSQL: insert a batch given as one array per column, one statement.
+
+    A drain's batch written row by row (executemany) cost the worker a Bind/Execute
+    per row and PostgreSQL as many executions; as arrays it is one of each, whatever
+    the batch's size, and always the same statement text (prepared once).
+    """
+    columns = ", ".join(c.name for c in table.c)
+    arrays = ", ".join(f"%s::{'bigint' if isinstance(c.type, BigInteger) else 'text'}[]"
+                       for c in table.c)
+    return f"INSERT INTO {table.name} ({columns}) SELECT * FROM unnest({arrays}) {conflict}"
+
+
+_PG_STORE = _unnest_insert(messages, "ON CONFLICT (id) DO NOTHING")
+# Only a higher seq replaces the stored mark: watermarks never move back.
+_PG_MARKS = _unnest_insert(read_marks, (
+    "ON CONFLICT (conversation_id, user_id) DO UPDATE SET seq = excluded.seq, "
+    "message_id = excluded.message_id, updated_at = excluded.updated_at "
+    "WHERE read_marks.seq < excluded.seq"))
+_PG_INBOX = _unnest_insert(inbox, "ON CONFLICT (user_id, message_id) DO NOTHING")
+
+
+def _furthest(marks: Iterable[Watermark]) -> list[Watermark]:
+    """The furthest mark per (conversation, member): one multi-row upsert may not touch
+    a row twice."""
+    furthest: dict[tuple[int, int], Watermark] = {}
+    for m in marks:
+        key = (m.conversation_id, m.user_id)
+        if key not in furthest or furthest[key].seq < m.seq:
+            furthest[key] = m
+    return list(furthest.values())
+
+
 class SqlHistoryStore(HistoryStore):
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.engine = engine or create_engine(url, **engine_options(url))
@@ -97,12 +130,57 @@ class SqlHistoryStore(HistoryStore):
             where=read_marks.c.seq < upsert.excluded.seq)
         self._inbox_stmt = self._insert(inbox).on_conflict_do_nothing(
             index_elements=["user_id", "message_id"])
+        self._arrays = dialect == "postgresql"
+
+    # --- writes, inside a caller's transaction ------------------------------------------
+    def _write_messages(self, conn: Connection, batch: Sequence[Message]) -> None:
+        if not batch:
+            return
+        if self._arrays:
+            conn.exec_driver_sql(_PG_STORE, (
+                [m.id for m in batch], [m.conversation_id for m in batch],
+                [m.seq for m in batch], [m.sender_id for m in batch],
+                [m.client_msg_id for m in batch], [m.text for m in batch],
+                [m.created_at for m in batch]))
+        else:
+            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
+
+    def _write_marks(self, conn: Connection, marks: Sequence[Watermark]) -> None:
+        marks = _furthest(marks)
+        if not marks:
+            return
+        if self._arrays:
+            conn.exec_driver_sql(_PG_MARKS, (
+                [m.conversation_id for m in marks], [m.user_id for m in marks],
+                [m.seq for m in marks], [m.message_id for m in marks],
+                [m.updated_at for m in marks]))
+        else:
+            conn.execute(self._mark_stmt, [self._mark_row(m) for m in marks])
+
+    def _write_inbox(self, conn: Connection,
+                     entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        rows = [row for users, m in entries for row in _inbox_rows(users, m)]
+        if not rows:
+            return
+        if self._arrays:
+            conn.exec_driver_sql(_PG_INBOX, (
+                [r["user_id"] for r in rows], [r["message_id"] for r in rows],
+                [r["conversation_id"] for r in rows], [r["seq"] for r in rows]))
+        else:
+            conn.execute(self._inbox_stmt, rows)
 
     def store(self, batch: Sequence[Message]) -> None:
         if not batch:
             return
         with self.engine.begin() as conn:
-            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
+            self._write_messages(conn, batch)
+
+    def store_drained(self, messages: Sequence[Message], marks: Sequence[Watermark],
+                      inbox: Sequence[tuple[Sequence[int], Message]]) -> None:
+        with self.engine.begin() as conn:  # one pool checkout and commit, not three
+            self._write_messages(conn, messages)
+            self._write_marks(conn, marks)
+            self._write_inbox(conn, inbox)
 
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         with self.engine.connect() as conn:
@@ -172,23 +250,13 @@ class SqlHistoryStore(HistoryStore):
         return self.watermarks(mark.conversation_id, [mark.user_id])[mark.user_id]
 
     def set_watermarks(self, marks: Sequence[Watermark]) -> None:
-        # One transaction for a persist drain's marks, not one (and a read) per mark;
-        # the furthest mark per member only, since one multi-row upsert may not touch a
-        # row twice.
-        furthest: dict[tuple[int, int], Watermark] = {}
-        for m in marks:
-            key = (m.conversation_id, m.user_id)
-            if key not in furthest or furthest[key].seq < m.seq:
-                furthest[key] = m
-        if furthest:
-            with self.engine.begin() as conn:
-                conn.execute(self._mark_stmt, [self._mark_row(m) for m in furthest.values()])
+        # One transaction for many marks, not one (and a read) per mark.
+        with self.engine.begin() as conn:
+            self._write_marks(conn, marks)
 
     def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
-        rows = [row for users, m in entries for row in _inbox_rows(users, m)]
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(self._inbox_stmt, rows)
+        with self.engine.begin() as conn:
+            self._write_inbox(conn, entries)
 
     def store_sent(self, batch: Sequence[Message], member_ids: Sequence[int]) -> None:
         """Messages, their senders' read marks and the members' inboxes: one transaction.
@@ -199,14 +267,10 @@ class SqlHistoryStore(HistoryStore):
         if not batch:
             return
         with self.engine.begin() as conn:
-            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
-            for message in batch:
-                conn.execute(self._mark_stmt, self._mark_row(Watermark(
-                    message.conversation_id, message.sender_id, message.seq, message.id,
-                    message.created_at)))
-            rows = [row for m in batch for row in _inbox_rows(member_ids, m)]
-            if rows:
-                conn.execute(self._inbox_stmt, rows)
+            self._write_messages(conn, batch)
+            self._write_marks(conn, [Watermark(m.conversation_id, m.sender_id, m.seq, m.id,
+                                               m.created_at) for m in batch])
+            self._write_inbox(conn, [(member_ids, m) for m in batch])
 
     def watermarks(self, conversation_id: int,
                    user_ids: Iterable[int] | None = None) -> dict[int, Watermark]:
@@ -219,11 +283,11 @@ class SqlHistoryStore(HistoryStore):
                                      r.updated_at) for r in rows}
 
     def inbox_append(self, user_ids: Iterable[int], message: Message) -> None:
-        rows = _inbox_rows(user_ids, message)
-        if not rows:
+        user_ids = list(user_ids)
+        if not user_ids:
             return
         with self.engine.begin() as conn:
-            conn.execute(self._inbox_stmt, rows)
+            self._write_inbox(conn, [(user_ids, message)])
 
     def inbox_page(self, user_id: int, after_message_id: int | None = None,
                    limit: int = 100) -> list[InboxEntry]:

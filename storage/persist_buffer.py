@@ -149,7 +149,6 @@ class PersistBuffer:
 
     def _persist(self, history: HistoryStore, entries: list) -> None:
         messages = [Message.from_json(json.loads(fields["m"])) for _, fields in entries]
-        history.store(messages)
         # Writing a message means having read up to it; the sender's mark moves here,
         # off the send path, so a history outage never fails a send.
         marks: dict[tuple[int, int], Message] = {}
@@ -157,15 +156,14 @@ class PersistBuffer:
             key = (message.conversation_id, message.sender_id)
             if key not in marks or marks[key].seq < message.seq:
                 marks[key] = message
-        history.set_watermarks([Watermark(conversation_id, sender_id, m.seq, m.id,
-                                          m.created_at)
-                                for (conversation_id, sender_id), m in marks.items()])
         inbox = []
         for (_, fields), message in zip(entries, messages, strict=True):
             members = [int(u) for u in fields.get("u", "").split(",") if u]
             if members:
                 inbox.append((members, message))
-        history.inbox_append_many(inbox)
+        history.store_drained(
+            messages, [Watermark(conversation_id, sender_id, m.seq, m.id, m.created_at)
+                       for (conversation_id, sender_id), m in marks.items()], inbox)
         by_conversation: dict[int, list[str]] = defaultdict(list)
         for (_, fields), message in zip(entries, messages, strict=True):
             by_conversation[message.conversation_id].append(fields["m"])

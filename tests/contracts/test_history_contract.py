@@ -196,3 +196,33 @@ def test_inbox_resumes_after_any_id_and_ignores_repeats(history):
         entry(m) for m in msgs[10:13]]
     assert history.inbox_page(9, after_message_id=msgs[-1].id) == []
     history.inbox_append([], msgs[0])  # no recipients is not an error
+
+
+# --- a persist drain's batch -----------------------------------------------------------
+
+
+def test_a_drained_batch_lands_whole_and_once(history):
+    """store_drained writes messages, marks and inboxes together (PostgreSQL as one
+    array per column); a drain retried after a failure writes the same batch again."""
+    texts = ['{"a", b}', "back\\slash", "NULL", "", "quote's \"both\"", "line\nbreak",
+             "ünïcödé 🎉", "comma, {brace}", "  spaced  "]
+    msgs = [Message(id=i, conversation_id=40, seq=s, sender_id=1 + s % 2,
+                    client_msg_id=f"d-{s}", text=t, created_at=1_800_000_000_000 + s)
+            for s, (i, t) in enumerate(zip(spaced_ids(len(texts)), texts, strict=True), 1)]
+    marks = [Watermark(40, m.sender_id, m.seq, m.id, m.created_at) for m in msgs]
+    inbox = [([1, 2, 2], m) for m in msgs]
+    for _ in range(2):
+        history.store_drained(msgs, marks[::-1], inbox)
+    assert history.page(40, limit=100) == msgs
+    assert {u: (m.seq, m.message_id) for u, m in history.watermarks(40).items()} == {
+        1: (8, msgs[7].id), 2: (9, msgs[8].id)}
+    for user in (1, 2):
+        assert history.inbox_page(user, limit=100) == [entry(m) for m in msgs]
+    # A later batch with an older mark (a re-claimed entry) does not move it back.
+    history.store_drained(msgs[:1], marks[:2], [])
+    assert history.watermarks(40)[2].seq == 9
+
+
+def test_an_empty_drained_batch_writes_nothing(history):
+    history.store_drained([], [], [])
+    assert history.page(41, limit=10) == [] and history.watermarks(41) == {}
