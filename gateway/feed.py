@@ -45,6 +45,7 @@ class Feed:
         self.user_id = user_id
         self.own_prefix = own_prefix
         self.sub = svc.hub.subscribe(user_id, session_id, transport)
+        self.sub.own_prefix = own_prefix
         try:
             # Validates the cursor (InvalidCursor) before the transport commits to a
             # response, and fixes the starting point for a client that sent none. With

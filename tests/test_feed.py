@@ -27,9 +27,10 @@ class ReadCountingBroker(MemoryBroker):
 
 
 def make_feed(broker: MemoryBroker, hub: Hub, user_id: int = 1,
-              cursor: str | None = None, transport: str = "sse", prefetch: int = 0) -> Feed:
+              cursor: str | None = None, transport: str = "sse", prefetch: int = 0,
+              own_prefix: str | None = None) -> Feed:
     svc: Any = SimpleNamespace(hub=hub, broker=broker)
-    return Feed(svc, user_id, "session", cursor, transport, prefetch)
+    return Feed(svc, user_id, "session", cursor, transport, prefetch, own_prefix)
 
 
 def ev(n: int) -> dict[str, Any]:
@@ -235,9 +236,8 @@ def sent(n: int, sender: int, client_msg_id: str) -> dict[str, Any]:
 
 
 def own_feed(broker: MemoryBroker, hub: Hub, cursor: str | None = None) -> Feed:
-    feed = make_feed(broker, hub, cursor=cursor, transport="longpoll", prefetch=100)
-    feed.own_prefix = "tab7."
-    return feed
+    return make_feed(broker, hub, cursor=cursor, transport="longpoll", prefetch=100,
+                     own_prefix="tab7.")
 
 
 def test_a_long_poll_is_not_ended_by_its_own_clients_message_which_comes_with_the_next():
@@ -268,6 +268,22 @@ def test_only_the_clients_own_messages_are_held_back():
         started = time.monotonic()
         batch = feed.next(5.0, 100)
         assert time.monotonic() - started < 1.0 and len(batch.events) == 1, n
+    hub.stop()
+
+
+def test_the_clients_own_message_is_carried_without_waking_its_connection():
+    broker = ReadCountingBroker()
+    hub = Hub(broker)
+    feed = own_feed(broker, hub)
+    other = make_feed(broker, hub)  # the same user without own_prefix: woken as before
+    broker.append([1, 2], sent(1, 1, "tab7.a"))
+    assert not feed.sub.wake.is_set() and other.sub.wake.is_set()
+    assert [e["data"]["n"] for _, _, e in feed.sub.carried] == [1]
+    broker.append([1, 2], sent(2, 1, "tab8.b"))  # its user's send from another tab
+    assert feed.sub.wake.is_set()
+    reads = broker.reads
+    assert numbers(feed.next(1.0, 100).events) == [1, 2]  # in order, from the hand-over
+    assert broker.reads == reads
     hub.stop()
 
 
