@@ -8,6 +8,7 @@ engines at scrape time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 CONNECTIONS = Gauge("switchboard_connections", "Live event connections",
@@ -44,21 +46,29 @@ BACKEND_ERRORS = Counter("switchboard_backend_errors_total",
 _TRANSPORTS = ("poll", "longpoll", "sse", "ws")
 
 
+@functools.cache
+def _labelled(metric: MetricWrapperBase, transport: str) -> Any:
+    """``metric.labels(transport)``, looked up once: the look-up (a lock and a dict)
+    cost as much as the count, on every delivery. Safe across gunicorn's fork: a
+    multiprocess value notices the new PID and writes to the worker's own file."""
+    return metric.labels(transport)
+
+
 def observe_delivery(transport: str, user_id: int, events: list[dict[str, Any]]) -> None:
     """Count what a transport wrote to ``user_id``, and how long each message from
     someone else took to get there (a sender's own copy is held back when its client
     names its prefix, so it would time the hold, not the delivery)."""
     if not events:
         return
-    EVENTS_DELIVERED.labels(transport).inc(len(events))
+    _labelled(EVENTS_DELIVERED, transport).inc(len(events))
     now_ms = time.time() * 1000
     for payload in events:
         kind = payload.get("type")
         if kind == "message.created" and payload["data"].get("sender_id") != user_id:
-            DELIVERY_LATENCY.labels(transport).observe(
+            _labelled(DELIVERY_LATENCY, transport).observe(
                 max(0.0, (now_ms - payload["data"]["created_at"]) / 1000))
         elif kind == "reset":
-            RESETS.labels(transport).inc()
+            _labelled(RESETS, transport).inc()
 
 
 def note_fallback(previous: str | None, transport: str) -> None:
