@@ -56,6 +56,33 @@ def fill(buffer: PersistBuffer, count: int, conversations: int) -> float:
     return time.monotonic() - started
 
 
+def fresh_sql(url: str, name: str) -> str:
+    """A history database of this run's own: the fill reuses conversation ids and seqs,
+    which a database holding an earlier run's rows would refuse. PostgreSQL: a schema
+    (dropped by ``drop_sql``); SQLite: a new file."""
+    if url.startswith("sqlite"):
+        return f"sqlite:////tmp/{name}.db"
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    admin.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{name}"
+
+
+def drop_sql(url: str, name: str) -> None:
+    if url.startswith("sqlite"):
+        Path(f"/tmp/{name}.db").unlink(missing_ok=True)
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+    admin.dispose()
+
+
 def one_run(args: argparse.Namespace) -> dict:
     prefix = f"bpd{secrets.token_hex(4)}"
     env = {**os.environ, "SWITCHBOARD_REDIS_URL": args.redis,
@@ -72,7 +99,7 @@ def one_run(args: argparse.Namespace) -> dict:
         env.update(SWITCHBOARD_CASSANDRA_HOSTS=args.cassandra,
                    SWITCHBOARD_CASSANDRA_KEYSPACE=keyspace)
     else:
-        env["SWITCHBOARD_HISTORY_URL"] = args.sql
+        env["SWITCHBOARD_HISTORY_URL"] = fresh_sql(args.sql, prefix)
     client = connect(args.redis, pool_size=4)
     buffer = PersistBuffer(client, prefix, int(env.get("SWITCHBOARD_PERSIST_SHARDS", "4")))
     workers: list[subprocess.Popen] = []
@@ -106,6 +133,8 @@ def one_run(args: argparse.Namespace) -> dict:
             proc.wait(30)
         delete_prefix(client, prefix + ":*")
         client.close()
+        if args.sql:
+            drop_sql(args.sql, prefix)
 
 
 def main() -> None:
