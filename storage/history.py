@@ -115,14 +115,14 @@ class HistoryStore(abc.ABC):
         for user_ids, message in entries:
             self.inbox_append(user_ids, message)
 
-    def store_drained(self, messages: Sequence[Message], marks: Sequence[Watermark],
-                      inbox: Sequence[tuple[Sequence[int], Message]]) -> None:
+    def store_drained(self, batch: Sequence[Message], marks: Sequence[Watermark],
+                      entries: Sequence[tuple[Sequence[int], Message]]) -> None:
         """A persist drain's batch: its messages, their senders' marks, the members'
         inboxes. Every part is idempotent, so a drain that fails half-way is simply run
         again; implementations may write it in one transaction or round trip."""
-        self.store(messages)
+        self.store(batch)
         self.set_watermarks(marks)
-        self.inbox_append_many(inbox)
+        self.inbox_append_many(entries)
 
     def store_sent(self, messages: Sequence[Message], member_ids: Sequence[int]) -> None:
         """Store messages, move each sender's read mark to them, fill members' inboxes.

@@ -93,13 +93,16 @@ def _unnest_insert(table: Table, conflict: str) -> str:
     return f"INSERT INTO {table.name} ({columns}) SELECT * FROM unnest({arrays}) {conflict}"
 
 
-_PG_STORE = _unnest_insert(messages, "ON CONFLICT (id) DO NOTHING")
-# Only a higher seq replaces the stored mark: watermarks never move back.
-_PG_MARKS = _unnest_insert(read_marks, (
-    "ON CONFLICT (conversation_id, user_id) DO UPDATE SET seq = excluded.seq, "
-    "message_id = excluded.message_id, updated_at = excluded.updated_at "
-    "WHERE read_marks.seq < excluded.seq"))
-_PG_INBOX = _unnest_insert(inbox, "ON CONFLICT (user_id, message_id) DO NOTHING")
+# Each table's conflict rule, as the SQLAlchemy statements in SqlHistoryStore state it.
+_PG_WRITES = {
+    messages.name: _unnest_insert(messages, "ON CONFLICT (id) DO NOTHING"),
+    # Only a higher seq replaces the stored mark: watermarks never move back.
+    read_marks.name: _unnest_insert(read_marks, (
+        "ON CONFLICT (conversation_id, user_id) DO UPDATE SET seq = excluded.seq, "
+        "message_id = excluded.message_id, updated_at = excluded.updated_at "
+        "WHERE read_marks.seq < excluded.seq")),
+    inbox.name: _unnest_insert(inbox, "ON CONFLICT (user_id, message_id) DO NOTHING"),
+}
 
 
 def _furthest(marks: Iterable[Watermark]) -> list[Watermark]:
@@ -130,44 +133,31 @@ class SqlHistoryStore(HistoryStore):
             where=read_marks.c.seq < upsert.excluded.seq)
         self._inbox_stmt = self._insert(inbox).on_conflict_do_nothing(
             index_elements=["user_id", "message_id"])
+        self._stmts = {messages.name: self._store_stmt, read_marks.name: self._mark_stmt,
+                       inbox.name: self._inbox_stmt}
         self._arrays = dialect == "postgresql"
 
     # --- writes, inside a caller's transaction ------------------------------------------
-    def _write_messages(self, conn: Connection, batch: Sequence[Message]) -> None:
-        if not batch:
-            return
-        if self._arrays:
-            conn.exec_driver_sql(_PG_STORE, (
-                [m.id for m in batch], [m.conversation_id for m in batch],
-                [m.seq for m in batch], [m.sender_id for m in batch],
-                [m.client_msg_id for m in batch], [m.text for m in batch],
-                [m.created_at for m in batch]))
-        else:
-            conn.execute(self._store_stmt, [_message_row(m) for m in batch])
-
-    def _write_marks(self, conn: Connection, marks: Sequence[Watermark]) -> None:
-        marks = _furthest(marks)
-        if not marks:
-            return
-        if self._arrays:
-            conn.exec_driver_sql(_PG_MARKS, (
-                [m.conversation_id for m in marks], [m.user_id for m in marks],
-                [m.seq for m in marks], [m.message_id for m in marks],
-                [m.updated_at for m in marks]))
-        else:
-            conn.execute(self._mark_stmt, [self._mark_row(m) for m in marks])
-
-    def _write_inbox(self, conn: Connection,
-                     entries: Sequence[tuple[Sequence[int], Message]]) -> None:
-        rows = [row for users, m in entries for row in _inbox_rows(users, m)]
+    def _write(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """``rows`` into ``table`` under its conflict rule; on PostgreSQL as one array
+        per column (see _unnest_insert)."""
         if not rows:
             return
         if self._arrays:
-            conn.exec_driver_sql(_PG_INBOX, (
-                [r["user_id"] for r in rows], [r["message_id"] for r in rows],
-                [r["conversation_id"] for r in rows], [r["seq"] for r in rows]))
+            conn.exec_driver_sql(_PG_WRITES[table.name],
+                                 tuple([row[c.name] for row in rows] for c in table.c))
         else:
-            conn.execute(self._inbox_stmt, rows)
+            conn.execute(self._stmts[table.name], rows)
+
+    def _write_messages(self, conn: Connection, batch: Sequence[Message]) -> None:
+        self._write(conn, messages, [_message_row(m) for m in batch])
+
+    def _write_marks(self, conn: Connection, marks: Sequence[Watermark]) -> None:
+        self._write(conn, read_marks, [self._mark_row(m) for m in _furthest(marks)])
+
+    def _write_inbox(self, conn: Connection,
+                     entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        self._write(conn, inbox, [row for users, m in entries for row in _inbox_rows(users, m)])
 
     def store(self, batch: Sequence[Message]) -> None:
         if not batch:
@@ -175,12 +165,12 @@ class SqlHistoryStore(HistoryStore):
         with self.engine.begin() as conn:
             self._write_messages(conn, batch)
 
-    def store_drained(self, messages: Sequence[Message], marks: Sequence[Watermark],
-                      inbox: Sequence[tuple[Sequence[int], Message]]) -> None:
+    def store_drained(self, batch: Sequence[Message], marks: Sequence[Watermark],
+                      entries: Sequence[tuple[Sequence[int], Message]]) -> None:
         with self.engine.begin() as conn:  # one pool checkout and commit, not three
-            self._write_messages(conn, messages)
+            self._write_messages(conn, batch)
             self._write_marks(conn, marks)
-            self._write_inbox(conn, inbox)
+            self._write_inbox(conn, entries)
 
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         with self.engine.connect() as conn:
@@ -251,12 +241,14 @@ class SqlHistoryStore(HistoryStore):
 
     def set_watermarks(self, marks: Sequence[Watermark]) -> None:
         # One transaction for many marks, not one (and a read) per mark.
-        with self.engine.begin() as conn:
-            self._write_marks(conn, marks)
+        if marks:
+            with self.engine.begin() as conn:
+                self._write_marks(conn, marks)
 
     def inbox_append_many(self, entries: Sequence[tuple[Sequence[int], Message]]) -> None:
-        with self.engine.begin() as conn:
-            self._write_inbox(conn, entries)
+        if entries:
+            with self.engine.begin() as conn:
+                self._write_inbox(conn, entries)
 
     def store_sent(self, batch: Sequence[Message], member_ids: Sequence[int]) -> None:
         """Messages, their senders' read marks and the members' inboxes: one transaction.

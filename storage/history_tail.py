@@ -24,9 +24,9 @@ class TailedHistory(HistoryStore):
     def store_sent(self, messages: Sequence[Message], member_ids: Sequence[int]) -> None:
         self.inner.store_sent(messages, member_ids)
 
-    def store_drained(self, messages: Sequence[Message], marks: Sequence[Watermark],
-                      inbox: Sequence[tuple[Sequence[int], Message]]) -> None:
-        self.inner.store_drained(messages, marks, inbox)
+    def store_drained(self, batch: Sequence[Message], marks: Sequence[Watermark],
+                      entries: Sequence[tuple[Sequence[int], Message]]) -> None:
+        self.inner.store_drained(batch, marks, entries)
 
     def get(self, conversation_id: int, message_id: int) -> Message | None:
         found = self.inner.get(conversation_id, message_id)
