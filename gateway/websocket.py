@@ -127,10 +127,25 @@ class ServerWebSocket:
         self.closed = True
         # Before the descriptor goes: the event loop must not watch a closed (or reused) fd.
         self.stop_watching()
+        self._discard_unread()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    def _discard_unread(self) -> None:
+        """Drop what the client sent that was not read (a pong, a frame in flight): with
+        unread bytes the kernel answers close() with a reset, which may discard what was
+        not transmitted yet, our close frame among them. Never waits, and gives up after
+        a few reads so a client streaming at us cannot hold the close."""
+        for _ in range(16):
+            if not self.data_waiting():
+                return
+            try:
+                if not self.sock.recv(65536):
+                    return
+            except OSError:
+                return
 
     def receive(self) -> str:
         """The next text message; raises WebSocketClosed when the peer goes away."""

@@ -86,3 +86,40 @@ def test_the_servers_text_frames_decode_as_sent_at_every_length_encoding():
     finally:
         client_end.close()
         server_end.close()
+
+
+def test_a_close_with_client_bytes_unread_ends_cleanly_not_with_a_reset():
+    """Unread bytes make the kernel answer close() with a reset, which may discard what
+    was not yet transmitted, the close frame among them (a draining node's clients then
+    saw "connection reset" instead of its reason). The server drops them first."""
+    import socket
+    import time
+
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection
+    from wsproto.events import CloseConnection
+
+    from gateway.websocket import CLOSE_SERVICE_RESTART, ServerWebSocket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client_end = socket.create_connection(listener.getsockname())
+    server_end, _ = listener.accept()
+    try:
+        ws = ServerWebSocket({"gunicorn.socket": server_end,
+                              "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="}, 1 << 20)
+        client_end.sendall(b"\x8a\x80" + b"\0" * 4 + b"x" * 70_000)  # a pong and more
+        deadline = time.monotonic() + 5
+        while not ws.data_waiting() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ws.close(CLOSE_SERVICE_RESTART, "draining")
+        received = b""
+        while chunk := client_end.recv(1 << 20):  # a reset raises ConnectionResetError
+            received += chunk
+        reader = Connection(ConnectionType.CLIENT)
+        reader.receive_data(received.partition(b"\r\n\r\n")[2])
+        closes = [e for e in reader.events() if isinstance(e, CloseConnection)]
+        assert [(c.code, c.reason) for c in closes] == [(CLOSE_SERVICE_RESTART, "draining")]
+    finally:
+        client_end.close()
+        server_end.close()
+        listener.close()
