@@ -22,6 +22,8 @@ def scenario_name(rec: dict) -> str:
         return f"idle-{p['users'] // 1000}k"
     if rec["scenario"] == "direct":
         return f"direct-{int(p['rate'])}"
+    if rec["scenario"] == "max" and p.get("senders", 64) != 64:
+        return f"max-{p['senders']}"
     return rec["scenario"]
 
 

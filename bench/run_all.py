@@ -50,11 +50,16 @@ SCENARIOS = {
               "--duration", "20"],
     "max": ["--scenario", "max", "--users", "1000", "--senders", "64", "--duration", "20",
             "--drain", "30"],
+    # The same with four times the senders: whether a peer's `max` is bound by the
+    # closed loop (64 senders each awaiting its acknowledgement) rather than by CPU.
+    "max-256": ["--scenario", "max", "--users", "1000", "--senders", "256", "--duration",
+                "20", "--drain", "30"],
     "storm": ["--scenario", "storm", "--users", "5000", "--drain", "60"],
 }
 
 SB_SCENARIOS = tuple(SCENARIOS)
-PEER_SCENARIOS = ("idle-1k", "idle-5k", "idle-10k", "direct-500", "direct-2000", "group", "max")
+PEER_SCENARIOS = ("idle-1k", "idle-5k", "idle-10k", "direct-500", "direct-2000", "group", "max",
+                  "max-256")
 
 # config -> (target, transports, scenarios)
 FULL = {

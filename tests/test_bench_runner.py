@@ -71,3 +71,16 @@ def test_the_cluster_starts_only_for_a_cluster_config(monkeypatch, tmp_path):
     assert log == [("services", "with cluster"), ("start", "sb-cluster-2w"),
                    ("run", "sb-cluster-2w", "max", "ws"), ("stop", "sb-cluster-2w"),
                    ("stopped",)]
+
+
+def test_max_with_more_senders_is_a_row_of_its_own_in_the_report():
+    """`max-256` runs the `max` scenario with four times the senders; its results must
+    not be averaged into `max`'s."""
+    from bench.report import scenario_name
+
+    args = run_all.SCENARIOS["max-256"]
+    assert args[args.index("--scenario") + 1] == "max"
+    assert args[args.index("--senders") + 1] == "256"
+    assert scenario_name({"scenario": "max", "params": {"senders": 256}}) == "max-256"
+    assert scenario_name({"scenario": "max", "params": {"senders": 64}}) == "max"
+    assert "max-256" in run_all.FULL["nchan-redis"][2]
