@@ -16,6 +16,7 @@ import time
 from typing import Any, NamedTuple
 
 from gateway.errors import UNAVAILABLE
+from gateway.hub import sent_by
 from gateway.services import Services
 from storage.broker import LogRead
 from storage.events import Cursor, EventType
@@ -85,11 +86,9 @@ class Feed:
             held = events  # only the client's own messages so far: keep waiting
 
     def _own(self, event: dict[str, Any]) -> bool:
-        if event.get("type") != EventType.MESSAGE_CREATED.value:
-            return False
-        data = event.get("data") or {}
-        return (self.own_prefix is not None and data.get("sender_id") == self.user_id
-                and str(data.get("client_msg_id", "")).startswith(self.own_prefix))
+        sent = sent_by(self.user_id, event)
+        return sent is not None and self.own_prefix is not None and sent.startswith(
+            self.own_prefix)
 
     def _next(self, timeout: float, limit: int) -> Batch:
         deadline = time.monotonic() + timeout

@@ -52,8 +52,9 @@ class Subscription:
         return items
 
 
-def _sent_by(user_id: int, payload: dict[str, Any]) -> str | None:
-    """The client_msg_id when ``payload`` is a message ``user_id`` sent, else None."""
+def sent_by(user_id: int, payload: dict[str, Any]) -> str | None:
+    """The client_msg_id when ``payload`` is a message ``user_id`` sent, else None (the
+    Hub and the Feed both tell a client's own messages by it)."""
     if payload.get("type") != EventType.MESSAGE_CREATED.value:
         return None
     data = payload.get("data") or {}
@@ -139,7 +140,7 @@ class Hub:
             if not subs:
                 continue
             event = {"id": f"{item.epoch}:{item.offset}", **item.payload}
-            sent = _sent_by(item.user_id, item.payload)
+            sent = sent_by(item.user_id, item.payload)
             for sub in subs:
                 carried = sub.carried
                 if len(carried) >= _CARRIED_BACKLOG:
