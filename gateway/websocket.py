@@ -1,7 +1,7 @@
 """A server WebSocket over the raw socket gunicorn's gevent worker hands to the app.
 
-The handshake is answered by hand (RFC 6455 section 4.2.2); framing is wsproto's, except
-for the text frames the server sends (``text_frame``). One greenlet at a time reads
+The handshake is answered by hand (RFC 6455 section 4.2.2), frames are read and written
+by gateway/ws_frames.py. One greenlet at a time reads
 (``receive``, or ``read_available`` + ``next_message`` when woken by ``when_readable``),
 any greenlet may send: sends are serialised by a lock.
 """
@@ -19,17 +19,26 @@ from typing import Any
 
 from gevent import get_hub
 from gevent.lock import Semaphore
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from gateway.ws_frames import (
+    CLOSE_INVALID_DATA,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameReader,
+    close_frame,
+    frame,
+    parse_close,
+    text_frame,
+)
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012  # drain: reconnect (elsewhere) and resume from the cursor
 CLOSE_UNAUTHORIZED = 4001
 
@@ -59,27 +68,12 @@ def handshake_error(environ: dict[str, Any]) -> str | None:
     return None
 
 
-def text_frame(text: str) -> bytes:
-    """One unfragmented text frame from the server (RFC 6455 section 5.2: unmasked; no
-    extension is ever negotiated). Framed here, not by wsproto: it is the frame of every
-    delivery, and wsproto's general path cost about 4 % of a saturated worker."""
-    data = text.encode()
-    size = len(data)
-    if size < 126:
-        return bytes((0x81, size)) + data
-    if size < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, size) + data
-    return struct.pack("!BBQ", 0x81, 127, size) + data
-
-
 class ServerWebSocket:
     def __init__(self, environ: dict[str, Any], max_message: int) -> None:
         self.sock = environ["gunicorn.socket"]
         self.max_message = max_message
-        self.conn = Connection(ConnectionType.SERVER)
+        self.reader = FrameReader(max_message)
         self._send_lock = Semaphore()
-        self._pending: list[Any] = []
-        self._text: list[str] = []
         self._watcher: Any = None  # the event loop's read watcher, see when_readable
         self.closed = False
         key = environ["HTTP_SEC_WEBSOCKET_KEY"].encode()
@@ -103,26 +97,22 @@ class ServerWebSocket:
 
     def send_json_many(self, payloads: list[Any]) -> None:
         """Several messages in one write (one syscall, and one segment when small)."""
-        if self.closed:
+        if self.closed:  # also once a close was sent or received
             raise WebSocketClosed("closed")
-        if self.conn.state is not ConnectionState.OPEN:  # a close was sent or received
-            self.closed = True
-            raise WebSocketClosed(f"cannot send in state {self.conn.state.name}")
         self._write(b"".join(text_frame(json.dumps(p, separators=(",", ":"),
                                                    ensure_ascii=False))
                              for p in payloads))
 
     def ping(self) -> None:
-        if not self.closed and self.conn.state is ConnectionState.OPEN:
-            self._write(self.conn.send(Ping(payload=b"sb")))
+        if not self.closed:
+            self._write(frame(OP_PING, b"sb"))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self.closed:
             return
         try:
-            if self.conn.state is ConnectionState.OPEN:
-                self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
-        except (WebSocketClosed, LocalProtocolError):
+            self._write(close_frame(code, reason))
+        except WebSocketClosed:
             pass
         self.closed = True
         # Before the descriptor goes: the event loop must not watch a closed (or reused) fd.
@@ -158,12 +148,17 @@ class ServerWebSocket:
     def next_message(self) -> str | None:
         """The next complete text message among the bytes already read, else None.
         Control frames found on the way are answered (ping) or end the connection."""
-        while self._pending:
-            event = self._pending.pop(0)
-            message = self._handle(event)
+        while True:
+            try:
+                got = self.reader.next()
+                if got is None:
+                    return None
+                message = self._handle(*got)
+            except FrameError as err:
+                self.close(err.code, err.reason)
+                raise WebSocketClosed(err.reason) from err
             if message is not None:
                 return message
-        return None
 
     def read_available(self) -> None:
         """One read from the socket into the parser; waits only if nothing has arrived."""
@@ -175,12 +170,7 @@ class ServerWebSocket:
         if not data:
             self.closed = True
             raise WebSocketClosed("peer closed the connection")
-        try:
-            self.conn.receive_data(data)
-            self._pending.extend(self.conn.events())
-        except RemoteProtocolError as err:
-            self.close(CLOSE_POLICY, "protocol error")
-            raise WebSocketClosed(str(err)) from err
+        self.reader.feed(data)
 
     def data_waiting(self) -> bool:
         """Whether bytes have arrived that were not read yet (never blocks)."""
@@ -213,28 +203,22 @@ class ServerWebSocket:
             self._watcher.close()
             self._watcher = None
 
-    def _handle(self, event: Any) -> str | None:
-        if isinstance(event, TextMessage):
-            self._text.append(event.data)
-            if sum(len(part) for part in self._text) > self.max_message:
-                self.close(CLOSE_TOO_BIG, "message too big")
-                raise WebSocketClosed("message too big")
-            if event.message_finished:
-                text = "".join(self._text)
-                self._text.clear()
-                return text
-        elif isinstance(event, BytesMessage):
-            self.close(CLOSE_POLICY, "binary frames are not supported")
-            raise WebSocketClosed("binary frame")
-        elif isinstance(event, Ping):
-            self._write(self.conn.send(event.response()))
-        elif isinstance(event, CloseConnection):
+    def _handle(self, opcode: int, payload: bytes) -> str | None:
+        if opcode == OP_TEXT:
             try:
-                self._write(self.conn.send(event.response()))
-            except (WebSocketClosed, LocalProtocolError):
+                return payload.decode()
+            except UnicodeDecodeError:
+                raise FrameError(CLOSE_INVALID_DATA, "text message is not UTF-8") from None
+        if opcode == OP_PING:
+            self._write(frame(OP_PONG, payload))
+        elif opcode == OP_CLOSE:
+            code, _ = parse_close(payload)
+            try:  # answered with the code it came with, as RFC 6455 section 5.5.1 asks
+                self._write(close_frame(code))
+            except WebSocketClosed:
                 pass
             self.closed = True
-            raise WebSocketClosed(f"peer closed ({event.code})")
-        elif isinstance(event, Pong):
-            pass
+            raise WebSocketClosed(f"peer closed ({code})")
+        elif opcode != OP_PONG:  # a binary message
+            raise FrameError(CLOSE_POLICY, "binary frames are not supported")
         return None
