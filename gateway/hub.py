@@ -19,7 +19,7 @@ from gevent.event import Event
 
 from gateway.metrics import CONNECTIONS
 from storage.broker import Appended, Broker
-from storage.events import EventType
+from storage.events import EventType, logged_event
 
 _EPHEMERAL_BACKLOG = 64  # per connection; typing/presence beyond this are dropped
 # Appended events held per connection until its feed takes them; beyond this the oldest
@@ -139,7 +139,8 @@ class Hub:
             subs = self._subs.get(item.user_id)
             if not subs:
                 continue
-            event = {"id": f"{item.epoch}:{item.offset}", **item.payload}
+            event = logged_event(f"{item.epoch}:{item.offset}", item.payload,
+                                 item.payload_json)
             sent = sent_by(item.user_id, item.payload)
             for sub in subs:
                 carried = sub.carried

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
-import json
 import struct
 import termios
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from gateway.ws_frames import (
     parse_close,
     text_frame,
 )
+from storage.events import event_json
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -99,9 +99,7 @@ class ServerWebSocket:
         """Several messages in one write (one syscall, and one segment when small)."""
         if self.closed:  # also once a close was sent or received
             raise WebSocketClosed("closed")
-        self._write(b"".join(text_frame(json.dumps(p, separators=(",", ":"),
-                                                   ensure_ascii=False))
-                             for p in payloads))
+        self._write(b"".join(text_frame(event_json(p)) for p in payloads))
 
     def ping(self) -> None:
         if not self.closed:

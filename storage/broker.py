@@ -33,6 +33,8 @@ class Appended(NamedTuple):
     epoch: str
     offset: int
     payload: dict[str, Any]
+    # ``payload`` as JSON, when the broker has it at hand (see events.WireEvent)
+    payload_json: str | None = None
 
 
 class Listener(Protocol):

@@ -45,7 +45,7 @@ import gevent
 from redis.exceptions import RedisError
 
 from storage.broker import Appended, Broker, Listener, LogRead
-from storage.events import Cursor, InvalidCursor, encode
+from storage.events import Cursor, InvalidCursor, encode, logged_event
 from storage.redis_conn import (
     LOST_LINK,
     RedisClient,
@@ -136,7 +136,9 @@ return {epoch, last, 'ok',
 
 class PreparedAppend(NamedTuple):
     calls: list[tuple[Script, Sequence[str], Sequence[Any]]]  # for run_scripts
-    finish: Callable[[list[Any]], dict[int, str]]
+    # finish(results, body=None); ``body``: the payload's JSON, for a caller whose
+    # script made it (the calls were prepared with ``body=""``)
+    finish: Callable[..., dict[int, str]]
     # The appends ran but their results were lost (a dropped reply): this process'
     # connections of those users read their logs instead, and their tips are relearnt.
     unknown: Callable[[], None]
@@ -209,7 +211,8 @@ class RedisBroker(Broker):
             offset, _, body = rest.partition("|")
             if self.subscriber is not None and self.subscriber.confirmed(channel):
                 self._learn(user_id, epoch, int(offset))
-            listener.on_appended([Appended(user_id, epoch, int(offset), json.loads(body))])
+            listener.on_appended([Appended(user_id, epoch, int(offset), json.loads(body),
+                                           body)])
         elif kind == _EPHEMERAL:
             listener.on_ephemeral([user_id], json.loads(payload))
 
@@ -349,8 +352,9 @@ class RedisBroker(Broker):
                  for u in users]
         marks = [self._mark(u) for u in users] if self.subscriber is not None else None
 
-        def finish(results: list[Any]) -> dict[int, str]:
-            appended = [Appended(u, str(got[0]), int(got[1]), payload)
+        def finish(results: list[Any], made: str | None = None) -> dict[int, str]:
+            text = made if made is not None else body or None
+            appended = [Appended(u, str(got[0]), int(got[1]), payload, text)
                         for u, got in zip(users, results, strict=True)
                         if not isinstance(got, Exception)]
             if marks is not None:
@@ -394,7 +398,8 @@ class RedisBroker(Broker):
         for entry_id, fields in entries:
             offset = int(str(entry_id).partition("-")[0])
             data = dict(zip(fields[::2], fields[1::2], strict=True))
-            events.append({"id": str(Cursor(str(epoch), offset)), **json.loads(data["e"])})
+            events.append(logged_event(str(Cursor(str(epoch), offset)), json.loads(data["e"]),
+                                       data["e"]))
         return LogRead(events, events[-1]["id"] if events else str(cursor), False)
 
     # --- ephemeral ---------------------------------------------------------------------

@@ -183,7 +183,8 @@ class OneTripSends:
         self.schedule(shard)
         fan_out.finish([ResponseError(str(result[1]))
                         if result and result[0] == "~error" else result
-                        for result in got[2]])
+                        for result in got[2]],
+                       f"{_EVENT_HEAD}{args[6]}{seq}{args[7]}{_EVENT_TAIL}")  # as the script did
         return Outcome("created", dataclasses.replace(draft, seq=seq))
 
 

@@ -89,3 +89,21 @@ def test_a_poll_in_progress_keeps_its_user_connected():
         assert registry.live([8]) == set()
     finally:
         hub.stop()
+
+
+def test_events_are_handed_with_their_json_text_when_the_broker_has_it():
+    import json
+
+    from storage.broker import Appended
+    from storage.events import event_json
+
+    hub = Hub(MemoryBroker())
+    sub = hub.subscribe(5, "s", "ws")
+    payload = {"type": "message.created", "data": {"text": "é \"q\"", "seq": 3}}
+    hub.on_appended([Appended(5, "e1", 7, payload, json.dumps(payload)),
+                     Appended(5, "e1", 8, payload)])
+    (_, _, first), (_, _, second) = sub.carried
+    assert first == {"id": "e1:7", **payload}
+    assert event_json(first).startswith('{"id":"e1:7",')  # the text it was handed
+    assert json.loads(event_json(first)) == first
+    assert json.loads(event_json(second)) == second == {"id": "e1:8", **payload}

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from storage.broker_redis import RedisBroker
-from storage.events import Cursor
+from storage.events import Cursor, WireEvent, event_json
 from storage.ids import MAX_WORKER
 from storage.redis_conn import connect
 from storage.state_redis import LeasedIdGenerator, LeaseLost, RedisState
@@ -142,10 +142,14 @@ def test_wakes_and_ephemeral_cross_processes_and_skip_own_echo(brokers):
     gevent.sleep(0.3)  # time for any echo to come back
     # A woke its own listener directly and ignored the echo of its own publish.
     assert a_listener.wakes[8] == 1
-    # B got the event itself, exactly as its log holds it: no read needed there.
+    # B got the event itself, exactly as its log holds it: no read needed there. Both
+    # also carry their JSON text (what a delivery writes), and it says the same.
     (handed,) = b_listener.appended
-    assert {"id": f"{handed.epoch}:{handed.offset}", **handed.payload} == \
-        node_b.read(7, f"{handed.epoch}:{handed.offset - 1}", 10).events[0]
+    read = node_b.read(7, f"{handed.epoch}:{handed.offset - 1}", 10).events[0]
+    assert {"id": f"{handed.epoch}:{handed.offset}", **handed.payload} == read
+    assert json.loads(handed.payload_json) == handed.payload
+    assert type(read) is WireEvent and json.loads(event_json(read)) == read
+    assert [json.loads(a.payload_json) for a in a_listener.appended] == [ev(1)] * 2
     node_b.unwatch(7)
     node_a.append([7], ev(2))
     gevent.sleep(0.3)

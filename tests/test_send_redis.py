@@ -222,3 +222,36 @@ def test_a_gateway_sends_in_one_trip_only_on_a_standalone_server(tmp_path, servi
         assert (svc.one_trip is not None) is expected
     finally:
         svc.close()
+
+
+def test_this_process_connections_are_handed_the_events_json_as_stored(engine):
+    """Both send paths hand this process' Hub the payload's JSON with the event, which a
+    delivery writes as it is (no json.dumps): it must say exactly what the log holds,
+    seq included, however awkward the text."""
+    from storage.events import EventType, event, event_json, logged_event
+
+    engine.state.start_conversation(30)
+    engine.state.start_conversation(31)
+    listener = CountingListener()
+    engine.broker.listener = listener
+    tips = {u: engine.broker.tip(u) for u in (1, 2)}
+    text = 'a "seq":0, {"id":"x"} \\ \u00e9\U0001f600\n\u2028 "'
+    quick = engine.send(1, 30, "q1", text)
+    assert quick is not None and quick.message is not None
+    general = Message(id=quick.message.id + 1, conversation_id=31, seq=1, sender_id=1,
+                      client_msg_id="g1", text=text, created_at=quick.message.created_at)
+    with engine.state.sending(1, "g1", 31, floor=lambda: 0, **OPTIONS) as sending:
+        sending.message = json.dumps(general.to_json())
+        sending.turn.new_last_id = general.id  # type: ignore[union-attr]
+        sending.fan_out = (engine.broker, [1, 2], event(EventType.MESSAGE_CREATED,
+                                                        general.to_json()))
+    assert len(listener.appended) == 4  # two sends, two members each
+    for user in (1, 2):
+        logged = engine.broker.read(user, tips[user], 10).events
+        handed = [a for a in listener.appended if a.user_id == user]
+        made = [logged_event(f"{a.epoch}:{a.offset}", a.payload, a.payload_json)
+                for a in handed]
+        assert [json.loads(event_json(e)) for e in made] == made == logged
+        assert [json.loads(event_json(e)) for e in logged] == logged
+        assert [e["data"]["seq"] for e in made] == [1, 1]
+        assert all(e["data"]["text"] == text for e in made)

@@ -32,7 +32,7 @@ from gateway.errors import UNAVAILABLE, ApiError, bad_request, too_many, unavail
 from gateway.feed import Batch, Feed
 from gateway.services import services
 from storage.db import release_session
-from storage.events import InvalidCursor, encode
+from storage.events import InvalidCursor, event_json
 from storage.state_memory import LockTimeout
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
@@ -166,7 +166,7 @@ def _with_reset_ids(batch: Batch) -> list[dict[str, Any]]:
 
 def _sse_frame(payload: dict[str, Any]) -> bytes:
     head = f"id: {payload['id']}\n" if "id" in payload else ""
-    return f"{head}data: {encode(payload)}\n\n".encode()
+    return f"{head}data: {event_json(payload)}\n\n".encode()
 
 
 @bp.get("/stream")
