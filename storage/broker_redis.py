@@ -347,7 +347,10 @@ class RedisBroker(Broker):
         if body is None:
             body = encode(payload)
         prefix = f"{_APPENDED}{self.origin}|"
-        calls = [(_APPEND, self.keys.user(u), (secrets.token_hex(6), self.ttl, self.size, body,
+        # The epoch a log gets if this append starts it. One per call will do: an epoch
+        # only has to differ from the user's earlier ones, and a cursor names its user.
+        epoch = secrets.token_hex(6)
+        calls = [(_APPEND, self.keys.user(u), (epoch, self.ttl, self.size, body,
                                                self.keys.channel(u), prefix, self._publish))
                  for u in users]
         marks = [self._mark(u) for u in users] if self.subscriber is not None else None

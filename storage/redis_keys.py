@@ -40,6 +40,16 @@ PRESENCE_ONLINE = "{prefix}:presence:{{p:{shard}}}:online"  # zset user -> last 
 PRESENCE_SEEN = "{prefix}:presence:{{p:{shard}}}:seen:{user_id}"  # last heartbeat, kept
 
 
+def _bound(template: str, prefix: str, *fields: str) -> str:
+    """``template`` with ``prefix`` filled in and each of ``fields`` (named in the order
+    they appear) left as ``%s``: a send names about fifteen keys, and ``str.format``
+    with named fields made that ~3 % of a saturated gateway worker; ``%`` is 3x cheaper."""
+    bound = template.format(prefix=prefix.replace("%", "%%"), **dict.fromkeys(fields, "%s"))
+    at = [template.index(f"{{{field}}}") for field in fields]
+    assert at == sorted(at), "fields named out of their order in the template"
+    return bound
+
+
 class KeySpace:
     """The templates above bound to one prefix (a deployment, or one test)."""
 
@@ -47,26 +57,30 @@ class KeySpace:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"invalid Redis key prefix {prefix!r}")
         self.prefix = prefix
+        # The send path's keys, pre-bound (see _bound).
+        self._user = tuple(_bound(t, prefix, "user_id")
+                           for t in (USER_LOG, USER_OFFSET, USER_EPOCH))
+        self._channel = _bound(USER_CHANNEL, prefix, "user_id")
+        self._conversation = tuple(_bound(t, prefix, "conversation_id") for t in (
+            CONVERSATION_LOCK, CONVERSATION_SEQ, CONVERSATION_LAST_ID))
+        self._send_record = _bound(SEND_RECORD, prefix, "user_id", "client_msg_id")
+        self._send_bucket = _bound(SEND_BUCKET, prefix, "user_id")
 
     def user(self, user_id: int) -> tuple[str, str, str]:
         """(log, offset, epoch) of one user: the keys of the broker's scripts."""
-        return (USER_LOG.format(prefix=self.prefix, user_id=user_id),
-                USER_OFFSET.format(prefix=self.prefix, user_id=user_id),
-                USER_EPOCH.format(prefix=self.prefix, user_id=user_id))
+        log, offset, epoch = self._user
+        return log % user_id, offset % user_id, epoch % user_id
 
     def channel(self, user_id: int) -> str:
-        return USER_CHANNEL.format(prefix=self.prefix, user_id=user_id)
+        return self._channel % user_id
 
     def conversation(self, conversation_id: int) -> list[str]:
         """[turn lock, seq counter, last message id] of one conversation."""
-        return [t.format(prefix=self.prefix, conversation_id=conversation_id)
-                for t in (CONVERSATION_LOCK, CONVERSATION_SEQ, CONVERSATION_LAST_ID)]
+        return [t % conversation_id for t in self._conversation]
 
     def sends(self, user_id: int, client_msg_id: str) -> list[str]:
         """[idempotency record, send rate bucket] of one sender's client_msg_id."""
-        return [SEND_RECORD.format(prefix=self.prefix, user_id=user_id,
-                                   client_msg_id=client_msg_id),
-                SEND_BUCKET.format(prefix=self.prefix, user_id=user_id)]
+        return [self._send_record % (user_id, client_msg_id), self._send_bucket % user_id]
 
     def lock(self, name: str) -> str:
         return LOCK.format(prefix=self.prefix, name=name)

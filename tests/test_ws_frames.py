@@ -123,3 +123,71 @@ def test_a_close_with_client_bytes_unread_ends_cleanly_not_with_a_reset():
         client_end.close()
         server_end.close()
         listener.close()
+
+
+def test_a_readers_app_context_is_pushed_once_and_torn_down_with_the_connection(app, sender):
+    """Bursts of client frames share one app context for the connection's life (one
+    per burst was ~2.5 % of a saturated worker); closing tears it down, with the
+    database session its frames used."""
+    import select
+    import socket
+    import types
+
+    import gevent
+    from flask import appcontext_pushed, appcontext_tearing_down
+    from gevent.event import Event
+
+    from gateway.api.events import _WebSocketBody
+    from gateway.websocket import ServerWebSocket
+    from storage.db import db
+    from tests.test_ws_reader import masked
+
+    user_id, conversation = sender
+    pushed: list[object] = []
+    torn: list[object] = []
+
+    def on_push(sender: object, **extra: object) -> None:
+        pushed.append(sender)
+
+    def on_teardown(sender: object, **extra: object) -> None:
+        torn.append(sender)
+
+    appcontext_pushed.connect(on_push, app, weak=False)
+    appcontext_tearing_down.connect(on_teardown, app, weak=False)
+    server_end, client_end = socket.socketpair()
+    feed = types.SimpleNamespace(user_id=user_id, close=lambda: None,
+                                 sub=types.SimpleNamespace(closed=None, wake=Event()))
+    body = _WebSocketBody(app, ServerWebSocket(
+        {"gunicorn.socket": server_end, "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="},
+        1 << 20), feed)  # type: ignore[arg-type]
+
+    def reply_to(frame: dict) -> dict:
+        client_end.sendall(masked(0x1, json.dumps(frame).encode()))
+        while not select.select([client_end], [], [], 0)[0]:
+            gevent.sleep(0.01)  # the event loop runs the burst
+        data = client_end.recv(65536)
+        return json.loads(data[data.index(b"{"):])
+
+    try:
+        client_end.recv(4096)  # the handshake's answer
+        body._readable()  # as the event loop does when the first frame arrives
+        for n in range(2):
+            ack = reply_to({"type": "send", "ref": n, "conversation_id": conversation,
+                            "client_msg_id": f"ctx{n}", "text": "hi"})
+            assert (ack["type"], ack["ref"]) == ("ack", n)
+        ack = reply_to({"type": "read", "ref": "r", "conversation_id": conversation,
+                        "message_id": ack["data"]["message"]["id"]})  # a database write
+        assert (ack["type"], ack["data"]["seq"]) == ("ack", 2)
+        assert len(pushed) == 1 and torn == []
+        # A frame whose handling made a database session (scoped by app context):
+        assert body._reader is not None
+        body._reader.run(db.session.registry)
+        assert len(db.session.registry.registry) == 1
+        body.close()
+        assert len(torn) == 1
+        assert db.session.registry.registry == {}  # removed at the teardown
+    finally:
+        appcontext_pushed.disconnect(on_push, app)
+        appcontext_tearing_down.disconnect(on_teardown, app)
+        client_end.close()
+        server_end.close()

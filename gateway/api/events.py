@@ -22,6 +22,7 @@ from flask import (
     jsonify,
     request,
 )
+from flask.ctx import AppContext
 
 from gateway import chat, metrics
 from gateway import validation as v
@@ -257,11 +258,18 @@ class _WebSocketSession(Response):
 
 
 class _WebSocketBody:
+    """The reading greenlets (one per burst of client frames) run in a context of their
+    own, whose app context is pushed by the first and popped when the connection ends:
+    pushing and tearing one down per burst was ~2.5 % of a saturated worker. Each frame
+    still gives its database connection back (``release_session``)."""
+
     def __init__(self, app: Flask, sock: ws.ServerWebSocket, feed: Feed) -> None:
         self._app = app
         self._sock = sock
         self._feed = feed
         self._burst: gevent.Greenlet | None = None
+        self._reader: contextvars.Context | None = None
+        self._reader_app: AppContext | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         # The writer runs here, in the request's greenlet; the client's frames are read
@@ -276,22 +284,26 @@ class _WebSocketBody:
         raise StopIteration()
 
     def _readable(self) -> None:  # from the event loop: must not block
-        self._burst = gevent.spawn(self._read_burst)
+        if self._reader is None:
+            self._reader = contextvars.Context()
+        self._burst = gevent.spawn(self._reader.run, self._read_burst)
 
     def _read_burst(self) -> None:
         sock, feed = self._sock, self._feed
+        if self._reader_app is None:
+            self._reader_app = self._app.app_context()
+            self._reader_app.push()
         try:
-            with self._app.app_context():
-                while True:
-                    sock.read_available()  # readable: returns without waiting
-                    while (text := sock.next_message()) is not None:
-                        if feed.sub.closed:  # revoked or draining: accept nothing more
-                            return
-                        reply = _ws_handle(feed.user_id, text)
-                        if reply is not None:
-                            sock.send_json(reply)
-                    if not sock.data_waiting():
-                        break
+            while True:
+                sock.read_available()  # readable: returns without waiting
+                while (text := sock.next_message()) is not None:
+                    if feed.sub.closed:  # revoked or draining: accept nothing more
+                        return
+                    reply = _ws_handle(feed.user_id, text)
+                    if reply is not None:
+                        sock.send_json(reply)
+                if not sock.data_waiting():
+                    break
         except ws.WebSocketClosed:
             feed.sub.closed = feed.sub.closed or "client_closed"
             feed.sub.wake.set()
@@ -303,10 +315,18 @@ class _WebSocketBody:
         """Idempotent: stop reading, close the socket and the feed."""
         self._sock.stop_watching()
         if self._burst is not None:
-            self._burst.kill(block=False)
+            # Waited for: the reader's context must be left before its app context pops.
+            self._burst.kill(block=True, timeout=5)
             self._burst = None
         self._sock.close(ws.CLOSE_GOING_AWAY)
         self._feed.close()
+        reader, app_context = self._reader, self._reader_app
+        self._reader_app = None
+        if reader is not None and app_context is not None:
+            try:
+                reader.run(app_context.pop)  # the teardown: the frames' database session
+            except RuntimeError:  # a reader that would not end is still in the context
+                log.warning("WebSocket reader still running at close; its context is left")
 
 
 def _ws_writer(sock: ws.ServerWebSocket, feed: Feed) -> None:
