@@ -289,3 +289,53 @@ def test_every_round_trip_of_a_send_goes_in_a_batch(client, prefix, monkeypatch)
     assert [m.id for m in buffer.tail(77)] == [7001, 7002]
     for user in (93, 94):
         assert [e["data"]["n"] for e in broker.read(user, start[user], 10).events] == [1, 2]
+
+
+_GEVENT_STOP = """
+from gevent import monkey
+monkey.patch_all()
+import os, time, gevent
+import storage.redis_coalesce as coalesce
+from storage.redis_conn import Script, connect, run_scripts
+
+busy = Script("local t = redis.call('TIME') "
+              "local start = t[1] * 1000000 + t[2] "
+              "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 600000 "
+              "return 'busy'")
+echo = Script("return ARGV[1]")
+client = connect(os.environ['URL'], cluster=False, pool_size=2,
+                 socket_timeout=float(os.environ['SOCKET_TIMEOUT']))
+key = os.environ['KEY']
+for script in (busy, echo):
+    client.script_load(script.source)
+callers = [gevent.spawn(run_scripts, client, [(busy, [key], [])], batch=True)]
+gevent.sleep(0.1)  # written; the server is busy with it
+callers += [gevent.spawn(run_scripts, client, [(echo, [key], [str(i)])], batch=True)
+            for i in range(3)]
+gevent.sleep(0.05)
+start = time.monotonic()
+if os.environ['KILL'] == '1':
+    coalesce.coalescer_for(client).close()
+gevent.joinall(callers)
+print(time.monotonic() - start < 1.0, sorted({type(g.exception).__name__ for g in callers}))
+time.sleep(0.6)  # the server is done with the busy script
+print(run_scripts(client, [(echo, [key], ['again'])], batch=True))
+"""
+
+
+@pytest.mark.parametrize(("kill", "socket_timeout", "expected"), [
+    ("1", "5", "True ['ConnectionError']"),  # the batch's greenlet was stopped
+    ("0", "0.2", "True ['TimeoutError']"),  # its read timed out: it answers everyone
+])
+def test_callers_never_wait_past_the_batch_greenlet_or_its_socket_timeout(
+        kill, socket_timeout, expected):
+    """Callers wait for their answer with no timer of their own: the greenlet answers
+    each one, whether its read times out or it is stopped with answers outstanding
+    (then a later call starts a new one)."""
+    url = require_service("redis")
+    env = {**os.environ, "URL": url, "KEY": f"sbtest-{uuid.uuid4().hex[:10]}:k",
+           "KILL": kill, "SOCKET_TIMEOUT": socket_timeout}
+    done = subprocess.run([sys.executable, "-c", _GEVENT_STOP], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [expected, "['again']"]
