@@ -59,8 +59,10 @@ def post_worker_init(worker):
 def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     # Leave discovery and release the leased worker id now rather than after their TTLs.
     from gateway.drain import withdraw
+    from gateway.metrics import flush
 
     withdraw(worker)
+    flush()  # the last second's counts, which the metrics' tally still holds
 
 
 def on_starting(server):

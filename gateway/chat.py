@@ -12,9 +12,9 @@ import time
 import gevent
 from sqlalchemy.exc import IntegrityError
 
+from gateway import metrics
 from gateway.conversations import member_ids, require_member_fast
 from gateway.errors import conflict, not_found, too_many
-from gateway.metrics import MESSAGES_SENT
 from gateway.services import Services, services
 from storage.events import EventType, event
 from storage.history import Message, Watermark
@@ -50,7 +50,7 @@ def send_message(sender_id: int, conversation_id: int, client_msg_id: str,
         wait = min(wait * 2, 0.1)
     if not created:
         return _same_conversation(message, conversation_id), False
-    MESSAGES_SENT.inc()
+    metrics.message_sent()
     # Step 5 (push to members with no live connection): only queued, never sent here.
     svc.notifier.message_created(message, members)
     return message, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -65,17 +66,23 @@ def test_metrics_and_readiness_over_gunicorn(new_user, gateway):
     alice, bob = new_user(), new_user()
     conv = alice.direct(bob.user_id)["id"]
     feed = open_transport("sse", bob)
+    counted = ('switchboard_connections{transport="sse"}', "switchboard_messages_sent_total",
+               'switchboard_events_delivered_total{transport="sse"}',
+               'switchboard_delivery_latency_seconds_count{transport="sse"}')
     try:
         alice.send(conv, "counted")
         assert feed.collect(1, 10, kind="message.created")
-        text = requests.get(gateway.url + "/metrics", timeout=10).text
+        # Each worker writes its tally once a second; the scrape's own worker at once.
+        deadline = time.monotonic() + 5
+        while True:
+            text = requests.get(gateway.url + "/metrics", timeout=10).text
+            samples = {line.split(" ")[0]: float(line.split(" ")[1])
+                       for line in text.splitlines() if line and not line.startswith("#")}
+            if all(samples.get(name, 0) >= 1 for name in counted):
+                break
+            assert time.monotonic() < deadline, {n: samples.get(n) for n in counted}
+            time.sleep(0.2)
     finally:
         feed.close()
-    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
-    assert samples['switchboard_connections{transport="sse"}'] >= 1
-    assert samples["switchboard_messages_sent_total"] >= 1
-    assert samples['switchboard_events_delivered_total{transport="sse"}'] >= 1
-    assert samples['switchboard_delivery_latency_seconds_count{transport="sse"}'] >= 1
     ready = requests.get(gateway.url + "/v1/ready", timeout=10)
     assert ready.status_code == 200 and ready.json()["ready"] is True

@@ -312,16 +312,27 @@ def test_delivery_latency_is_timed_for_others_messages_only():
     time the hold. Others' messages are timed; every event is counted as delivered."""
     from prometheus_client import REGISTRY
 
-    from gateway.metrics import observe_delivery
+    from gateway.metrics import flush, observe_delivery
 
     def sample(name: str) -> float:
+        flush()  # counts are tallied, and written once a second or before a scrape
         return REGISTRY.get_sample_value(name, {"transport": "poll"}) or 0.0
+
+    def bucket(le: str) -> float:
+        flush()
+        return REGISTRY.get_sample_value("switchboard_delivery_latency_seconds_bucket",
+                                         {"transport": "poll", "le": le}) or 0.0
 
     timed = sample("switchboard_delivery_latency_seconds_count")
     delivered = sample("switchboard_events_delivered_total")
+    total = sample("switchboard_delivery_latency_seconds_sum")
+    under_10s, under_30s = bucket("10.0"), bucket("30.0")
     created = int(time.time() * 1000) - 20_000  # held for 20 s
     observe_delivery("poll", 7, [
         {"type": "message.created", "data": {"sender_id": 7, "created_at": created}},
         {"type": "message.created", "data": {"sender_id": 8, "created_at": created}}])
     assert sample("switchboard_delivery_latency_seconds_count") == timed + 1
     assert sample("switchboard_events_delivered_total") == delivered + 2
+    # In the bucket Histogram.observe would have put it (20 s: above 10, within 30).
+    assert (bucket("10.0"), bucket("30.0")) == (under_10s, under_30s + 1)
+    assert 20 <= sample("switchboard_delivery_latency_seconds_sum") - total < 21
