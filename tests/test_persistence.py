@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from storage.cassandra_schema import apply_schema
 from storage.history import HistoryStore
@@ -84,12 +85,26 @@ def _base_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def sql_deployment(tmp_path) -> Iterator[Deployment]:  # type: ignore[no-untyped-def]
-    env = _base_env()
-    # The history tables live in the same PostgreSQL database as the accounts.
-    history = SqlHistoryStore(env["SWITCHBOARD_DATABASE_URL"])
+    # A schema of its own (the gateway, its workers and this test all connect with its
+    # search_path), so rows another test or a benchmark left in the database cannot
+    # collide with this deployment's ids. The history tables live in the same database
+    # as the accounts, as in production.
+    url = require_service("postgres")
+    schema = f"p_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    env = _base_env(SWITCHBOARD_DATABASE_URL=scoped)
+    history = SqlHistoryStore(scoped)
     deployment = Deployment(tmp_path, env, history)
-    yield deployment
-    deployment.stop()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 def _cassandra_env(hosts: str, **extra: str) -> tuple[dict[str, str], CassandraHistoryStore]:
