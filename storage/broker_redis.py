@@ -136,7 +136,7 @@ return {epoch, last, 'ok',
 
 class PreparedAppend(NamedTuple):
     calls: list[tuple[Script, Sequence[str], Sequence[Any]]]  # for run_scripts
-    # finish(results, body=None); ``body``: the payload's JSON, for a caller whose
+    # finish(results, made=None); ``made``: the payload's JSON, for a caller whose
     # script made it (the calls were prepared with ``body=""``)
     finish: Callable[..., dict[int, str]]
     # The appends ran but their results were lost (a dropped reply): this process'
