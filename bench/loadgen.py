@@ -25,6 +25,7 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import procstat
@@ -377,6 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path)
     p.add_argument("--timeout", type=float, default=600.0, help="hard bound, s")
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="event loop; auto: uvloop where installed (bench/requirements.txt)")
     return p.parse_args(argv)
 
 
@@ -399,10 +402,26 @@ async def amain(args: argparse.Namespace) -> dict:
     return record
 
 
+def _loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The event loop the client runs on. It shares the machine's cores with the server
+    it measures: uvloop's C loop leaves more of them to a server that needs them all."""
+    if choice == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_fd_limit()
-    record = asyncio.run(amain(args))
+    loop_name, factory = _loop_factory(args.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        record = {**runner.run(amain(args)), "loop": loop_name}
     line = json.dumps(record)
     print(line, flush=True)
     if args.out:

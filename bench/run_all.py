@@ -173,6 +173,8 @@ def main() -> int:
                    help="keep one server per config across its runs (faster; but a run "
                         "then starts on the memory, connections and CPU state the "
                         "previous run left)")
+    p.add_argument("--loadgen-loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                   help="the load generator's event loop (bench/loadgen.py --loop)")
     args = p.parse_args()
 
     # Stopping the runner (kill PID) still stops the server it started.
@@ -204,7 +206,7 @@ def main() -> int:
                         for command in server.commands:
                             print("$", command, flush=True)
                     run_one(server, config, TARGET_OF[config], scenario, transport, args.out,
-                            args.profile == "quick", args.settle_load)
+                            args.profile == "quick", args.settle_load, args.loadgen_loop)
     finally:
         if server is not None:
             server.stop()
@@ -225,10 +227,11 @@ def settle(below: float, limit: float = 120.0) -> None:
 
 
 def run_one(server: Server, config: str, target: str, scenario: str, transport: str,
-            out: Path, quick: bool, settle_load: float = 0.0) -> None:
+            out: Path, quick: bool, settle_load: float = 0.0, loop: str = "auto") -> None:
     cmd = [PY, "-m", "bench.loadgen", "--target", target, "--port", str(server.port),
            "--transport", transport, *SCENARIOS[scenario], "--label", config,
-           "--out", str(out), "--server-pid", str(server.proc.pid), "--timeout", "420"]
+           "--out", str(out), "--server-pid", str(server.proc.pid), "--timeout", "420",
+           "--loop", loop]
     if quick and "--duration" in cmd:
         cmd[cmd.index("--duration") + 1] = "10"
     for name, pids in server.aux_pids.items():

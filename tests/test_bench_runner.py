@@ -84,3 +84,26 @@ def test_max_with_more_senders_is_a_row_of_its_own_in_the_report():
     assert scenario_name({"scenario": "max", "params": {"senders": 256}}) == "max-256"
     assert scenario_name({"scenario": "max", "params": {"senders": 64}}) == "max"
     assert "max-256" in run_all.FULL["nchan-redis"][2]
+
+
+def test_the_load_generators_loop_is_chosen_and_passed_through(monkeypatch, tmp_path):
+    """``--loadgen-loop`` reaches the load generator; ``auto`` takes uvloop only where
+    it is installed (bench/requirements.txt), and the record names the loop that ran."""
+    import importlib.util
+
+    from bench import loadgen
+
+    seen: list[str] = []
+    monkeypatch.setattr(run_all, "services", lambda run_dir, cluster=False: {})
+    monkeypatch.setattr(run_all, "stop_services", lambda run_dir: None)
+    monkeypatch.setattr(run_all, "make_server",
+                        lambda config, run_dir, env: RecordedServer(config, []))
+    monkeypatch.setattr(run_all, "run_one", lambda *args: seen.append(args[-1]))
+    monkeypatch.setattr(sys, "argv", ["run_all", "--run-dir", str(tmp_path), "--only",
+                                      "floor-1w", "--scenario", "max", "--transport", "ws",
+                                      "--repeat", "1", "--loadgen-loop", "asyncio"])
+    assert run_all.main() == 0
+    assert seen == ["asyncio"]
+    assert loadgen._loop_factory("asyncio") == ("asyncio", None)
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert loadgen._loop_factory("auto")[0] == ("uvloop" if installed else "asyncio")
