@@ -99,7 +99,8 @@ def test_the_load_generators_loop_is_chosen_and_passed_through(monkeypatch, tmp_
     monkeypatch.setattr(run_all, "make_server",
                         lambda config, run_dir, env: RecordedServer(config, []))
     monkeypatch.setattr(run_all, "run_one", lambda *args: seen.append(args[-1]))
-    monkeypatch.setattr(sys, "argv", ["run_all", "--run-dir", str(tmp_path), "--only",
+    monkeypatch.setattr(sys, "argv", ["run_all", "--run-dir", str(tmp_path),
+                                      "--out", str(tmp_path / "out.jsonl"), "--only",
                                       "floor-1w", "--scenario", "max", "--transport", "ws",
                                       "--repeat", "1", "--loadgen-loop", "asyncio"])
     assert run_all.main() == 0
