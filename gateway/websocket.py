@@ -71,8 +71,7 @@ def handshake_error(environ: dict[str, Any]) -> str | None:
 class ServerWebSocket:
     def __init__(self, environ: dict[str, Any], max_message: int) -> None:
         self.sock = environ["gunicorn.socket"]
-        self.max_message = max_message
-        self.reader = FrameReader(max_message)
+        self._reader = FrameReader(max_message)
         self._send_lock = Semaphore()
         self._watcher: Any = None  # the event loop's read watcher, see when_readable
         self.closed = False
@@ -148,7 +147,7 @@ class ServerWebSocket:
         Control frames found on the way are answered (ping) or end the connection."""
         while True:
             try:
-                got = self.reader.next()
+                got = self._reader.next()
                 if got is None:
                     return None
                 message = self._handle(*got)
@@ -168,7 +167,7 @@ class ServerWebSocket:
         if not data:
             self.closed = True
             raise WebSocketClosed("peer closed the connection")
-        self.reader.feed(data)
+        self._reader.feed(data)
 
     def data_waiting(self) -> bool:
         """Whether bytes have arrived that were not read yet (never blocks)."""
