@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from bench.persist_drain import drop_sql, fresh_sql
 from storage.cassandra_schema import apply_schema
 from storage.history import HistoryStore
 from storage.history_cassandra import CassandraHistoryStore
@@ -91,10 +91,7 @@ def sql_deployment(tmp_path) -> Iterator[Deployment]:  # type: ignore[no-untyped
     # as the accounts, as in production.
     url = require_service("postgres")
     schema = f"p_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    scoped = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    scoped = fresh_sql(url, schema)
     env = _base_env(SWITCHBOARD_DATABASE_URL=scoped)
     history = SqlHistoryStore(scoped)
     deployment = Deployment(tmp_path, env, history)
@@ -102,9 +99,7 @@ def sql_deployment(tmp_path) -> Iterator[Deployment]:  # type: ignore[no-untyped
         yield deployment
     finally:
         deployment.stop()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        drop_sql(url, schema)
 
 
 def _cassandra_env(hosts: str, **extra: str) -> tuple[dict[str, str], CassandraHistoryStore]:
