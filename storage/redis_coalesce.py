@@ -37,7 +37,15 @@ import redis
 from gevent import monkey
 from gevent.event import AsyncResult, Event
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import DataError, RedisError, ResponseError
+
+try:
+    # hiredis packs a command in C. redis-py's own packer, through which it would go,
+    # first checks every argument in Python: for a send's script (some sixty arguments)
+    # that was three times the cost, and 4 % of a saturated worker.
+    from hiredis import pack_command as _pack_command
+except ImportError:  # redis-py without hiredis: its packer alone
+    _pack_command = None
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +53,11 @@ Command = tuple[Any, ...]
 
 
 class _Request:
-    __slots__ = ("commands", "done")
+    __slots__ = ("count", "packed", "done")
 
-    def __init__(self, commands: Sequence[Command]) -> None:
-        self.commands = commands
+    def __init__(self, packed: bytes, count: int) -> None:
+        self.packed = packed  # the commands in Redis' protocol
+        self.count = count
         self.done: AsyncResult = AsyncResult()
 
 
@@ -76,7 +85,7 @@ class Coalescer:
     def submit(self, commands: Sequence[Command]) -> _Request:
         """``run`` in two halves, so one caller can have batches on several servers
         (a Cluster's nodes) in flight at once without a greenlet for each."""
-        request = _Request(commands)
+        request = _Request(self._pack(commands), len(commands))
         self._queue.append(request)
         if self._runner is None or self._runner.dead:
             self._runner = gevent.spawn(self._serve)
@@ -87,6 +96,16 @@ class Coalescer:
         # No timer: the greenlet answers every request it takes, within its socket's
         # timeouts, and answers what is left if it ends (see _serve).
         return request.done.get()
+
+    def _pack(self, commands: Sequence[Command]) -> bytes:
+        """Packed by the caller, so an argument Redis cannot take fails its own call
+        (DataError, as redis-py raises), not the batch it would have joined."""
+        if _pack_command is None:
+            return b"".join(self._connection.pack_commands(commands))
+        try:
+            return b"".join([_pack_command(tuple(command)) for command in commands])
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
 
     def close(self) -> None:
         if self._runner is not None:
@@ -118,12 +137,11 @@ class Coalescer:
         self.batches += 1
         try:
             connection.check_health()  # a PING first after a quiet spell (reconnects)
-            connection.send_packed_command(
-                connection.pack_commands([c for request in batch for c in request.commands]),
-                check_health=False)
+            connection.send_packed_command([b"".join([request.packed for request in batch])],
+                                           check_health=False)
             for request in batch:
                 replies: list[Any] = []
-                for _ in request.commands:
+                for _ in range(request.count):
                     try:
                         replies.append(connection.read_response())
                     except ResponseError as exc:

@@ -133,8 +133,17 @@ def connect(url: str, *, pool_size: int = 50, pool_timeout: float = 2.0,
     return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
 
 
+# client type -> is it a cluster client. RedisCluster's metaclass is typing's protocol
+# one, whose isinstance check is slow enough to show in a busy send path's profile.
+_IS_CLUSTER: dict[type, bool] = {}
+
+
 def client_is_cluster(client: RedisClient) -> bool:
-    return isinstance(client, RedisCluster)
+    kind = type(client)
+    known = _IS_CLUSTER.get(kind)
+    if known is None:
+        known = _IS_CLUSTER[kind] = isinstance(client, RedisCluster)
+    return known
 
 
 def server_major_version(client: RedisClient) -> int:
@@ -190,7 +199,7 @@ class Script:
         if batch and redis_coalesce.enabled():
             return run_scripts(client, [(self, keys, args)], batch=True)[0]
         options: dict[str, Any] = {}
-        if isinstance(client, RedisCluster):
+        if client_is_cluster(client):
             options["target_nodes"] = client.get_node_from_key(keys[0])
         try:
             return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args,
@@ -242,7 +251,7 @@ def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str]
 def _pipeline(client: RedisClient,
               calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]],
               batch: bool = False) -> list[Any]:
-    if isinstance(client, RedisCluster):
+    if client_is_cluster(client):
         return _node_pipelines(client, calls, batch)
     return _send(client, calls, batch)
 

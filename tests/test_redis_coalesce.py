@@ -102,6 +102,24 @@ def test_an_error_reply_goes_to_its_caller_alone(client, prefix):
         _ECHO_OR_FAIL(client, [key], ["fail"], batch=True)
 
 
+def test_an_argument_redis_cannot_take_fails_its_caller_alone_and_runs_nothing(
+        client, prefix):
+    key = keys_on_every_node(client, prefix, 1)[0]
+
+    def call(arg: Any) -> Any:
+        return run_scripts(client, [(_INCR, [key], []), (_ECHO_OR_FAIL, [key], [arg])],
+                           batch=True)
+
+    greenlets = [gevent.spawn(call, a) for a in ("one", {"not": "packable"}, "three", 7.5)]
+    gevent.joinall(greenlets)
+    one, bad, three, number = greenlets
+    assert isinstance(bad.exception, redis.DataError)
+    assert one.value[1] == "one" and three.value[1] == "three" and number.value[1] == "7.5"
+    # The bad call's INCR never went out: only the three good callers counted.
+    assert sorted(g.value[0] for g in (one, three, number)) == [1, 2, 3]
+    assert int(client.get(key)) == 3
+
+
 def test_a_script_the_server_forgot_is_loaded_and_run_once(client, prefix):
     key = keys_on_every_node(client, prefix, 1)[0]
     assert _INCR(client, [key], [], batch=True) == 1
