@@ -86,7 +86,11 @@ class ServerWebSocket:
             return
         with self._send_lock:
             try:
-                self.sock.sendall(data)
+                # One send() nearly always takes a frame whole; gevent's sendall would
+                # first ask the kernel for the send buffer's size, a syscall per frame.
+                sent = self.sock.send(data)
+                if sent < len(data):  # the buffer was full: the rest waits for room
+                    self.sock.sendall(memoryview(data)[sent:])
             except OSError as err:
                 self.closed = True
                 raise WebSocketClosed(str(err)) from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 
 import pytest
 from wsproto import ConnectionType
@@ -171,3 +172,30 @@ def test_a_client_close_is_answered_with_its_code_and_pings_with_their_payload()
         assert (events[1].code, events[1].reason) == (4000, "")
     finally:
         client_end.close()
+
+
+def test_a_write_larger_than_the_send_buffer_arrives_whole_and_in_order():
+    # A frame the kernel takes in pieces: the first send() is short, the rest follows.
+    ws, server_end, client_end = _server()
+    server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server_end.settimeout(10)  # as under gunicorn: send() returns short, never blocks
+    texts = [f"{i}:" + "x" * 300_000 for i in range(4)]
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := client_end.recv(7919):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        ws.send_json_many(texts)
+        server_end.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        conn = client()
+        conn.receive_data(bytes(received).partition(b"\r\n\r\n")[2])
+        got = [e.data for e in conn.events() if isinstance(e, TextMessage)]
+        assert got == [f'"{t}"' for t in texts]
+    finally:
+        client_end.close()
+        server_end.close()
