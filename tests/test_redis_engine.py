@@ -194,6 +194,19 @@ def test_expired_log_starts_a_new_epoch_and_old_cursors_reset(brokers):
     assert Cursor.parse(read.cursor).offset == 0
 
 
+def test_an_append_renews_the_life_of_the_log_its_counter_and_its_epoch(brokers):
+    broker = brokers(ttl=2)
+    start = broker.tip(6)  # a read starts the log's life without renewing it later
+    broker.append([6], ev(1))
+    time.sleep(1.2)
+    broker.append([6], ev(2))
+    assert all(0 < broker.client.ttl(key) <= 2 for key in broker.keys.user(6))
+    time.sleep(1.2)  # past the first append's life, within the second's
+    read = broker.read(6, start, 10)
+    assert not read.reset
+    assert [e["data"]["n"] for e in read.events] == [1, 2]
+
+
 def test_offsets_are_unique_under_concurrent_appends_from_many_brokers(brokers):
     nodes = [brokers(write_only=True) for _ in range(4)]
     start = nodes[0].tip(9)
