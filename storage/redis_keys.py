@@ -23,12 +23,12 @@ CONVERSATION_SEQ = "{prefix}:{{c:{conversation_id}}}:seq"
 CONVERSATION_LAST_ID = "{prefix}:{{c:{conversation_id}}}:last-id"
 # A sender's idempotency records and send rate bucket share the user's tag.
 SEND_RECORD = "{prefix}:{{u:{user_id}}}:sent:{client_msg_id}"
-SEND_BUCKET = "{prefix}:{{u:{user_id}}}:send-rate"
+SEND_BUCKET = "{prefix}:{{u:{user_id}}}:send-tokens"  # "<tokens> <at>" (was a hash: renamed)
 LOCK = "{prefix}:lock:{name}"
 VALUE = "{prefix}:kv:{key}"
 INVALIDATIONS = "{prefix}:{{kv}}:changed"  # channel: names each VALUE key that changed
 CLAIM = "{prefix}:once:{key}"
-BUCKET = "{prefix}:rate:{key}"
+BUCKET = "{prefix}:tokens:{key}"  # as SEND_BUCKET
 WORKER_LEASE = "{prefix}:worker:{worker_id}"
 
 # --- discovery: one entry per gateway worker, both keys in one slot for one script ---------

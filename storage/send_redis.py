@@ -50,22 +50,23 @@ end
 local function record(KEYS, ARGV)
 """ + RECORD_SOURCE + """
 end
--- One read for the send record, the turn lock, the seq counter and the last id: each
--- redis.call costs about a microsecond of its own (all are strings; nil if absent).
-local found = redis.call('MGET', KEYS[1], KEYS[3], KEYS[4], KEYS[5])
+-- One read for the send record, the sender's bucket, the turn lock, the seq counter
+-- and the last id: each redis.call costs about a microsecond of its own (all are
+-- strings; false if absent).
+local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local value = found[1]
 if value then
   if string.sub(value, 1, string.len(ARGV[3])) == ARGV[3] then return {'pending'} end
   return {'sent', value}
 end
-if found[2] then return {'busy'} end
-if not found[3] then return {'floor'} end
+if found[3] then return {'busy'} end
+if not found[4] then return {'floor'} end
 -- Ids are 63-bit, past a Lua number's precision: compared as decimal strings.
-local last = found[4]
+local last = found[5]
 if last and (#ARGV[4] < #last or (#ARGV[4] == #last and ARGV[4] <= last)) then
   return {'stale', last}
 end
-local bucket = KEYS[2]""" + BUCKET_SOURCE + """
+local bucket, saved = KEYS[2], found[2]""" + BUCKET_SOURCE + """
 if granted == 0 then return {'limited'} end
 local seq = redis.call('INCR', KEYS[4])
 local message = ARGV[7] .. seq .. ARGV[8]

@@ -86,30 +86,37 @@ _RELEASE = Script("""
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """)
-# A token bucket in the hash at key ``bucket``; ARGV[1]: rate per second, ARGV[2]: burst.
-# Sets ``granted``. Server time, so every worker uses one clock.
+# A token bucket, the string "<tokens> <at>" at key ``bucket``, which the script has
+# read into ``saved`` (false when absent: a full bucket); ARGV[1]: rate per second,
+# ARGV[2]: burst. Sets ``granted``. Server time, so every worker uses one clock. One
+# string, not a hash, so a send reads it with its other keys and writes it with its
+# lifetime in one SET.
 BUCKET_SOURCE = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local saved = redis.call('HMGET', bucket, 'tokens', 'at')
-local tokens = tonumber(saved[1]) or burst
-local at = tonumber(saved[2]) or now
+local tokens, at = burst, now
+if saved then
+  local was, when = string.match(saved, '^(%S+) (%S+)$')
+  tokens, at = tonumber(was) or burst, tonumber(when) or now
+end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local granted = 0
 if tokens >= 1 then tokens = tokens - 1; granted = 1 end
-redis.call('HSET', bucket, 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', bucket, math.ceil(burst / rate * 1000) + 1000)
+redis.call('SET', bucket, tostring(tokens) .. ' ' .. tostring(now),
+           'PX', math.ceil(burst / rate * 1000) + 1000)
 """
-_TOKEN_BUCKET = Script("local bucket = KEYS[1]" + BUCKET_SOURCE + "return granted")
+_TOKEN_BUCKET = Script("local bucket = KEYS[1]\nlocal saved = redis.call('GET', bucket)"
+                       + BUCKET_SOURCE + "return granted")
 # KEYS: send record, the sender's bucket. ARGV: rate, burst, pending value, hold (ms).
 _CLAIM_SEND = Script("""
-local value = redis.call('GET', KEYS[1])
+local found = redis.call('MGET', KEYS[1], KEYS[2])
+local value = found[1]
 if value then
   if string.sub(value, 1, string.len(ARGV[5])) == ARGV[5] then return {'pending'} end
   return {'sent', value}
 end
-local bucket = KEYS[2]""" + BUCKET_SOURCE + """
+local bucket, saved = KEYS[2], found[2]""" + BUCKET_SOURCE + """
 if granted == 0 then return {'limited'} end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return {'claimed'}

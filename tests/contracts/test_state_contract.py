@@ -176,6 +176,14 @@ def test_allow_is_a_token_bucket(state, burst):
     assert granted == [True] * burst + [False] * 3
 
 
+def test_a_token_bucket_refills_at_its_rate_up_to_its_burst(state):
+    assert [state.allow("refill", 20.0, 2) for _ in range(3)] == [True, True, False]
+    gevent.sleep(0.06)  # 1.2 tokens back (more on a slow machine, never over 2)
+    assert state.allow("refill", 20.0, 2)
+    gevent.sleep(0.3)  # far past a full refill: the burst again, and no more
+    assert [state.allow("refill", 20.0, 2) for _ in range(3)] == [True, True, False]
+
+
 def test_worker_id_in_range(state):
     assert 0 <= state.worker_id() < 1024
 
