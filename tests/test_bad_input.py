@@ -174,6 +174,10 @@ MALFORMED = [
     ("whitespace", "   "), ("invalid_utf8", b'{"user_id": "\xff\xfe"}'),
     ("deep_nesting", "[" * 100_000), ("deep_object", '{"a":' * 50_000),
     ("lone_surrogate", '{"username": "\\ud800abc", "password": "password123"}'),
+    ("lone_surrogate_utf16", '{"username": "\\ud800abc", "password": "password123"}'
+     .encode("utf-16-le")),
+    ("lone_surrogate_utf32", '{"text": "\\udfff"}'.encode("utf-32")),
+    ("lone_surrogate_bytes", b'{"text": "\xed\xa0\x80"}'),
     ("comment", '{"user_id": 2 /* hi */}'),
 ]
 NON_OBJECTS = [("array", "[]"), ("string", '"x"'), ("number", "1"), ("null", "null"),
