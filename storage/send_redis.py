@@ -51,8 +51,7 @@ local function record(KEYS, ARGV)
 """ + RECORD_SOURCE + """
 end
 -- One read for the send record, the sender's bucket, the turn lock, the seq counter
--- and the last id: each redis.call costs about a microsecond of its own (all are
--- strings; false if absent).
+-- and the last id, rather than a call each (all are strings; false if absent).
 local found = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local value = found[1]
 if value then
