@@ -178,7 +178,7 @@ def test_a_write_larger_than_the_send_buffer_arrives_whole_and_in_order():
     # A frame the kernel takes in pieces: the first send() is short, the rest follows.
     ws, server_end, client_end = _server()
     server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    server_end.settimeout(10)  # as under gunicorn: send() returns short, never blocks
+    server_end.settimeout(10)  # with a timeout, send() returns short counts as gevent's does
     texts = [f"{i}:" + "x" * 300_000 for i in range(4)]
     received = bytearray()
 
