@@ -33,6 +33,7 @@ from bench.servers import (
     SocketIOServer,
     SwitchboardServer,
 )
+from storage.redis_conn import connect
 
 ALL_TRANSPORTS = ("ws", "sse", "longpoll", "poll")
 
@@ -122,6 +123,23 @@ def services(run_dir: Path, cluster: bool = False) -> dict[str, str]:
     return env
 
 
+def empty_stores(env: dict[str, str]) -> None:
+    """Empty the Redis (and Cluster) this runner started, before a run's fresh server.
+
+    Otherwise what earlier runs left piles up over a profile (Switchboard's event logs
+    live 24 h, nchan keeps each channel's messages for 5 minutes: 400,000 keys an hour
+    into the quick profile of 2026-12-07), and each run pays for its predecessors in
+    Redis' memory and AOF rewrites, more the later its place in the plan.
+    """
+    for name in ("SWITCHBOARD_TEST_REDIS_URL", "SWITCHBOARD_TEST_REDIS_CLUSTER_URL"):
+        if env.get(name):
+            client = connect(env[name], pool_size=2)
+            try:
+                client.flushdb()  # on a Cluster, redis-py sends it to every primary
+            finally:
+                client.close()
+
+
 def stop_services(run_dir: Path) -> None:
     cmd = ["bash", "scripts/services.sh", "--run-dir", str(run_dir / "svc"), "stop"]
     print("$", " ".join(cmd), flush=True)
@@ -202,6 +220,7 @@ def main() -> int:
                     if server is None or server.name != config or not args.reuse_server:
                         if server is not None:
                             server.stop()
+                        empty_stores(env)
                         server = make_server(config, args.run_dir, env).start()
                         for command in server.commands:
                             print("$", command, flush=True)

@@ -31,6 +31,7 @@ def run_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     monkeypatch.setattr(run_all, "services", lambda run_dir, cluster=False: log.append(
         ("services", "with cluster" if cluster else "standalone")) or {})
     monkeypatch.setattr(run_all, "stop_services", lambda run_dir: log.append(("stopped",)))
+    monkeypatch.setattr(run_all, "empty_stores", lambda env: log.append(("emptied",)))
     monkeypatch.setattr(run_all, "make_server",
                         lambda config, run_dir, env: RecordedServer(config, log))
     monkeypatch.setattr(run_all, "run_one", lambda server, config, target, scenario,
@@ -45,12 +46,13 @@ def run_runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 def test_each_run_starts_on_a_fresh_server(monkeypatch, tmp_path):
     log = run_runner(monkeypatch, tmp_path, "--only", "floor-1w", "--scenario", "direct-500",
                      "--transport", "ws", "--transport", "sse", "--repeat", "2")
+    fresh = [("emptied",), ("start", "floor-1w")]
     assert log == [
         ("services", "standalone"),
-        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
-        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
-        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
-        ("start", "floor-1w"), ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
+        *fresh, ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
+        *fresh, ("run", "floor-1w", "direct-500", "ws"), ("stop", "floor-1w"),
+        *fresh, ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
+        *fresh, ("run", "floor-1w", "direct-500", "sse"), ("stop", "floor-1w"),
         ("stopped",)]
 
 
@@ -59,16 +61,16 @@ def test_reuse_server_keeps_one_server_per_config(monkeypatch, tmp_path):
                      "--only", "socketio-1w", "--scenario", "max", "--transport", "ws",
                      "--repeat", "2")
     assert log == [
-        ("services", "standalone"), ("start", "floor-1w"), ("run", "floor-1w", "max", "ws"),
-        ("run", "floor-1w", "max", "ws"), ("stop", "floor-1w"),
-        ("start", "socketio-1w"), ("run", "socketio-1w", "max", "ws"),
+        ("services", "standalone"), ("emptied",), ("start", "floor-1w"),
+        ("run", "floor-1w", "max", "ws"), ("run", "floor-1w", "max", "ws"), ("stop", "floor-1w"),
+        ("emptied",), ("start", "socketio-1w"), ("run", "socketio-1w", "max", "ws"),
         ("run", "socketio-1w", "max", "ws"), ("stop", "socketio-1w"), ("stopped",)]
 
 
 def test_the_cluster_starts_only_for_a_cluster_config(monkeypatch, tmp_path):
     log = run_runner(monkeypatch, tmp_path, "--only", "sb-cluster-2w", "--scenario", "max",
                      "--transport", "ws", "--repeat", "1")
-    assert log == [("services", "with cluster"), ("start", "sb-cluster-2w"),
+    assert log == [("services", "with cluster"), ("emptied",), ("start", "sb-cluster-2w"),
                    ("run", "sb-cluster-2w", "max", "ws"), ("stop", "sb-cluster-2w"),
                    ("stopped",)]
 
@@ -108,3 +110,25 @@ def test_the_load_generators_loop_is_chosen_and_passed_through(monkeypatch, tmp_
     assert loadgen._loop_factory("asyncio") == ("asyncio", None)
     installed = importlib.util.find_spec("uvloop") is not None
     assert loadgen._loop_factory("auto")[0] == ("uvloop" if installed else "asyncio")
+
+
+@pytest.mark.redis
+def test_a_fresh_server_starts_on_an_empty_redis():
+    """What earlier runs left (their event logs, nchan's buffered messages) is gone
+    before the next run's server starts; a database the runner was not given is not
+    touched. Its own database here, so the other tests' keys stay."""
+    from storage.redis_conn import connect
+    from tests.services import require_service
+
+    base = require_service("redis").rsplit("/", 1)[0]
+    given, other = connect(base + "/9", pool_size=2), connect(base + "/10", pool_size=2)
+    try:
+        given.mset({"{channel:a}:msg:1": "left", "sbb0123:user:1": "left"})
+        other.set("kept", "yes")
+        run_all.empty_stores({"SWITCHBOARD_TEST_REDIS_URL": base + "/9"})
+        assert given.dbsize() == 0
+        assert other.get("kept") == "yes"
+    finally:
+        other.delete("kept")
+        given.close()
+        other.close()
