@@ -224,7 +224,7 @@ def run_scripts(client: RedisClient, calls: Sequence[tuple[Script, Sequence[str]
     scripts come in bursts at saturation, where one round trip for many sends is
     worth the wait for a batch. Other calls (log reads, presence, registry) take a
     pooled connection each: batching them cost more than it saved (long-poll group
-    fan-out, docs/benchmarks.md).
+    fan-out, docs/benchmarks-history.md).
 
     Calls that met NOSCRIPT did not run, so they are run again after loading their
     scripts. Raises the first other error, or with ``raise_on_error=False`` returns it
