@@ -340,7 +340,8 @@ class Floor(Target):
 
 
 class Nchan(Target):
-    """nginx + nchan: ``/pub/<channel>`` publisher, ``/sub/<a,b>`` multiplexed subscriber."""
+    """nginx + nchan: ``/pub/<channel>`` publisher; multiplexed subscribers ``/sub/<a,b>``
+    (WebSocket, EventSource), ``/lp/<a,b>`` (long-poll) and ``/poll/<a,b>``."""
 
     name = "nchan"
     transports = ("ws", "sse", "longpoll", "poll")
@@ -378,7 +379,7 @@ class Nchan(Target):
             conn.http = HttpConnection(self.port)
             # Subscribe from "now": nchan's cursor is Last-Modified + Etag.
             since = {"If-Modified-Since": "Thu, 01 Jan 2037 00:00:00 GMT"}
-            base = "/poll" if transport == "poll" else "/sub"
+            base = "/poll" if transport == "poll" else "/lp"
             state = {"lm": None, "etag": None}
 
             async def read_polls() -> None:
