@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run_all                 # the full matrix (hours on 2 cores)
     .venv/bin/python -m bench.run_all --profile quick # what docs/benchmarks.md reports
+    .venv/bin/python -m bench.run_all --profile matrix # every cell once, short windows
     .venv/bin/python -m bench.run_all --only sb-memory-1w --scenario direct
 
 Starts Redis and PostgreSQL (scripts/services.sh), each server under test in turn on a
@@ -101,8 +102,23 @@ def full_plan(repeat: int) -> list[tuple[str, str, tuple[str, ...], int]]:
             for config, (_, transports, scenarios) in FULL.items() for scenario in scenarios]
 
 
+# The issue's matrix once, in short windows: every scenario on every transport of the
+# three Switchboard engines (memory with one worker, Redis with one and with two), then
+# the peers' scenarios 1-4 on each of their transports. max-256 (a probe of the closed
+# loop) and the Cluster (its code paths are priced by the follow-ups) are left out.
+# About 100 minutes here.
+MATRIX_CONFIGS = ("sb-memory-1w", "sb-redis-1w", "sb-redis-2w", "floor-1w", "socketio-1w",
+                  "nchan-memory", "nchan-redis")
+
+
+def matrix_plan() -> list[tuple[str, str, tuple[str, ...], int]]:
+    return [(config, scenario, (transport,), 1) for config in MATRIX_CONFIGS
+            for transport in FULL[config][1] for scenario in FULL[config][2]
+            if scenario != "max-256"]
+
+
 TARGET_OF = {config: target for config, (target, _, _) in FULL.items()}
-PROFILES = ("full", "quick")
+PROFILES = ("full", "quick", "matrix")
 
 
 def services(run_dir: Path, cluster: bool = False) -> dict[str, str]:
@@ -201,8 +217,9 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     server: Server | None = None
     try:
-        plan = full_plan(args.repeat) if args.profile == "full" else [
-            entry for phase in QUICK_PHASES for entry in phase]
+        plan = {"full": lambda: full_plan(args.repeat), "matrix": matrix_plan,
+                "quick": lambda: [entry for phase in QUICK_PHASES for entry in phase]
+                }[args.profile]()
         plan = [e for e in plan if (not args.only or e[0] in args.only) and (
             not args.scenario or e[1] in args.scenario)]
         env = services(args.run_dir, cluster=any(e[0].startswith("sb-cluster-") for e in plan))
@@ -225,7 +242,7 @@ def main() -> int:
                         for command in server.commands:
                             print("$", command, flush=True)
                     run_one(server, config, TARGET_OF[config], scenario, transport, args.out,
-                            args.profile == "quick", args.settle_load, args.loadgen_loop)
+                            args.profile != "full", args.settle_load, args.loadgen_loop)
     finally:
         if server is not None:
             server.stop()
@@ -246,12 +263,12 @@ def settle(below: float, limit: float = 120.0) -> None:
 
 
 def run_one(server: Server, config: str, target: str, scenario: str, transport: str,
-            out: Path, quick: bool, settle_load: float = 0.0, loop: str = "auto") -> None:
+            out: Path, short: bool, settle_load: float = 0.0, loop: str = "auto") -> None:
     cmd = [PY, "-m", "bench.loadgen", "--target", target, "--port", str(server.port),
            "--transport", transport, *SCENARIOS[scenario], "--label", config,
            "--out", str(out), "--server-pid", str(server.proc.pid), "--timeout", "420",
            "--loop", loop]
-    if quick and "--duration" in cmd:
+    if short and "--duration" in cmd:
         cmd[cmd.index("--duration") + 1] = "10"
     for name, pids in server.aux_pids.items():
         cmd += [arg for pid in pids for arg in ("--aux-pid", f"{name}={pid}")]

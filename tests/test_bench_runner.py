@@ -88,6 +88,46 @@ def test_max_with_more_senders_is_a_row_of_its_own_in_the_report():
     assert "max-256" in run_all.FULL["nchan-redis"][2]
 
 
+def test_the_matrix_profile_runs_every_cell_of_the_issue_once(monkeypatch, tmp_path):
+    """Every scenario on every transport of the memory engine (one worker) and the Redis
+    engine (one and two workers), and the peers' scenarios 1-4 on each of their
+    transports: each cell once, on a server of its own."""
+    log = run_runner(monkeypatch, tmp_path, "--profile", "matrix")
+    runs = [entry[1:] for entry in log if entry[0] == "run"]
+    assert len(runs) == len(set(runs))
+    cells = set(runs)
+    issue_scenarios = {"idle-1k", "idle-5k", "idle-10k", "direct-500", "direct-2000", "group",
+                       "max", "storm"}
+    for config in ("sb-memory-1w", "sb-redis-1w", "sb-redis-2w"):
+        assert {(s, t) for c, s, t in cells if c == config} == {
+            (s, t) for s in issue_scenarios for t in ("ws", "sse", "longpoll", "poll")}
+    peers = {"floor-1w": ("ws", "sse", "longpoll", "poll"), "socketio-1w": ("ws", "longpoll"),
+             "nchan-memory": ("ws", "sse", "longpoll"), "nchan-redis": ("ws", "sse", "longpoll")}
+    for config, transports in peers.items():
+        assert {(s, t) for c, s, t in cells if c == config} == {
+            (s, t) for s in issue_scenarios - {"storm"} for t in transports}
+    assert log.count(("emptied",)) == len(runs)
+
+
+def test_short_profiles_shorten_the_windows(monkeypatch, tmp_path):
+    """quick and matrix run 10 s send windows; full keeps the scenario's 20 s."""
+    seen: list[list[str]] = []
+
+    class Done(Exception):
+        pass
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        raise Done
+
+    monkeypatch.setattr(run_all.subprocess, "run", fake_run)
+    server = type("S", (), {"port": 1, "proc": type("P", (), {"pid": 2})(), "aux_pids": {}})()
+    for short, expected in ((True, "10"), (False, "20")):
+        with pytest.raises(Done):
+            run_all.run_one(server, "floor-1w", "floor", "max", "ws", tmp_path / "o", short)
+        assert seen[-1][seen[-1].index("--duration") + 1] == expected
+
+
 def test_the_load_generators_loop_is_chosen_and_passed_through(monkeypatch, tmp_path):
     """``--loadgen-loop`` reaches the load generator; ``auto`` takes uvloop only where
     it is installed (bench/requirements.txt), and the record names the loop that ran."""
