@@ -1,9 +1,12 @@
 """JSON lines from bench/run_all.py -> Markdown tables (medians of runs, with spread).
 
     .venv/bin/python -m bench.report bench/results/quick-1.jsonl [more.jsonl] > tables.md
+    .venv/bin/python -m bench.report --pivot FILE.jsonl   # one table per scenario,
+                                                          # configs by transports
 
 A cell is ``median [min–max] (n=runs)``; a run whose load average at start was above
-the core count is marked with a ``*`` in the load column (taken under load).
+the core count is marked with a ``*`` in the load column (taken under load). A pivot
+cell holds the medians of the scenario's key figures, ``lost`` always.
 """
 
 from __future__ import annotations
@@ -69,7 +72,52 @@ COLUMNS = {
 }
 
 
+# scenario kind -> the figures a pivot cell shows: (field, format)
+PIVOT = {
+    "idle": [("kib_per_conn", "{:.1f} KiB"), ("live", "{:,.0f} live"),
+             ("quiet_server_cpu_pct", "quiet {:.1f} %")],
+    "direct": [("send_rate", "{:,.0f}/s"), ("p99_ms", "p99 {:,.1f} ms"),
+               ("cpu_ms", "{:.3f} ms CPU")],
+    "group": [("deliveries_per_s", "{:,.0f}/s"), ("p99_ms", "p99 {:,.1f} ms")],
+    "max": [("delivered_per_s", "{:,.0f}/s"), ("p99_ms", "p99 {:,.0f} ms"),
+            ("cpu_ms", "{:.3f} ms CPU")],
+    "storm": [("caught_up_s", "caught up {:.1f} s")],
+}
+TRANSPORTS = ("ws", "sse", "longpoll", "poll")
+
+
+def pivot_cell(runs: list[dict]) -> str:
+    parts = []
+    for field, fmt in [*PIVOT[runs[0]["scenario"]], ("lost", "lost {:,.0f}")]:
+        values = [r[field] for r in runs if r.get(field) is not None]
+        if values:
+            parts.append(fmt.format(statistics.median(values)))
+    return ", ".join(parts)
+
+
+def scenario_order(scen: str) -> tuple[int, int]:
+    """The issue's order (idle, 1:1, group, max, storm), smaller loads first."""
+    kind, _, size = scen.partition("-")
+    return (list(PIVOT).index(kind) if kind in PIVOT else len(PIVOT),
+            int(size.rstrip("k")) if size.rstrip("k").isdigit() else 0)
+
+
+def pivot(groups: dict[tuple, list[dict]]) -> None:
+    for scen in sorted({k[0] for k in groups}, key=scenario_order):
+        transports = [t for t in TRANSPORTS if any(k[0] == scen and k[2] == t for k in groups)]
+        print(f"### {scen}\n")
+        print("| config | " + " | ".join(transports) + " |")
+        print("|---" * (len(transports) + 1) + "|")
+        for label in sorted({k[1] for k in groups if k[0] == scen}):
+            row = [pivot_cell(groups[(scen, label, t)]) if groups.get((scen, label, t))
+                   else "–" for t in transports]
+            print(f"| {label} | " + " | ".join(row) + " |")
+        print()
+
+
 def main(paths: list[str]) -> int:
+    as_pivot = "--pivot" in paths
+    paths = [p for p in paths if p != "--pivot"]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     machine = None
     for path in paths:
@@ -87,6 +135,9 @@ def main(paths: list[str]) -> int:
         print(f"Machine: {machine['nproc']} CPUs ({machine['cpu']}), "
               f"{machine['mem_mib']:,} MiB; load average at start "
               f"{machine['loadavg']}; versions {machine['versions']}\n")
+    if as_pivot:
+        pivot(groups)
+        return 0
     for scen in sorted({k[0] for k in groups}):
         kind = scen.split("-")[0]
         cols = COLUMNS.get(kind, COLUMNS["direct"])

@@ -3,6 +3,7 @@ started: what is checked is the runner's bookkeeping)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -172,3 +173,32 @@ def test_a_fresh_server_starts_on_an_empty_redis():
         other.delete("kept")
         given.close()
         other.close()
+
+
+def test_the_pivot_puts_each_scenario_in_a_table_of_configs_by_transports(tmp_path, capsys):
+    """``bench.report --pivot``: one table per scenario in the issue's order, a row per
+    config, a column per transport that ran, medians in each cell and `lost` always."""
+    from bench import report
+
+    def rec(label: str, transport: str, scenario: str, **fields) -> dict:
+        params = {"users": 10000, "rate": 500.0, "senders": 64}
+        return {"label": label, "transport": transport, "scenario": scenario,
+                "params": params, "loadavg_start": [0.5], "lost": 0, **fields}
+
+    lines = [rec("sb-redis-2w", "poll", "direct", p99_ms=900.0, send_rate=499.0,
+                 server_cpu_s=5.0, delivered=5000),
+             rec("sb-redis-2w", "poll", "direct", p99_ms=1100.0, send_rate=501.0,
+                 server_cpu_s=7.0, delivered=5000),
+             rec("sb-redis-2w", "ws", "idle", kib_per_conn=21.0, live=10000,
+                 quiet_server_cpu_pct=9.4),
+             rec("floor-1w", "ws", "idle", kib_per_conn=37.8, live=9990,
+                 quiet_server_cpu_pct=1.0, lost=10)]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    assert report.main(["--pivot", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("### idle-10k") < out.index("### direct-500")
+    assert "| config | ws |\n" in out and "| config | poll |\n" in out
+    assert "| floor-1w | 37.8 KiB, 9,990 live, quiet 1.0 %, lost 10 |" in out
+    assert "| sb-redis-2w | 21.0 KiB, 10,000 live, quiet 9.4 %, lost 0 |" in out
+    assert "| sb-redis-2w | 500/s, p99 1,000.0 ms, 1.200 ms CPU, lost 0 |" in out
