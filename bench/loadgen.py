@@ -137,10 +137,16 @@ class Run:
         key = f"b{self.tag}-{self.seq}"
         recipients = len(conv.members) - 1
         now = time.monotonic_ns()
+        conn = self.conns.get(sender.uid)
+        if conn is None:
+            # A user whose every connection attempt failed (an overloaded server) has
+            # nothing to send on: an error of this run, not a crash of the generator.
+            self.ledger.errors += 1
+            self.ledger.last_error = f"user {sender.uid} never connected"
+            return
         self.ledger.sent[key] = (now, recipients, sender.uid)
         try:
-            await asyncio.wait_for(self.target.send(self.conns[sender.uid], conv, key,
-                                                    f"{key} {now}"), 30)
+            await asyncio.wait_for(self.target.send(conn, conv, key, f"{key} {now}"), 30)
             self.ledger.acked += 1
         except (TimeoutError, OSError, RuntimeError, ValueError) as err:
             self.ledger.errors += 1

@@ -202,3 +202,19 @@ def test_the_pivot_puts_each_scenario_in_a_table_of_configs_by_transports(tmp_pa
     assert "| floor-1w | 37.8 KiB, 9,990 live, quiet 1.0 %, lost 10 |" in out
     assert "| sb-redis-2w | 21.0 KiB, 10,000 live, quiet 9.4 %, lost 0 |" in out
     assert "| sb-redis-2w | 500/s, p99 1,000.0 ms, 1.200 ms CPU, lost 0 |" in out
+
+
+def test_a_user_that_never_connected_is_a_send_error_not_a_crash():
+    """On an overloaded server some users' connection attempts all fail; a scenario that
+    later sends from such a user (the idle probe) counts an error and goes on."""
+    import asyncio
+
+    from bench import loadgen
+    from bench.targets import Conv, User
+
+    run = loadgen.Run(loadgen.parse_args(["--port", "1"]))
+    alice, bob = User(1, "t1"), User(2, "t2")
+    asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
+    assert run.ledger.errors == 1 and run.ledger.acked == 0
+    assert run.ledger.last_error == "user 1 never connected"
+    assert run.ledger.expected() == 0  # nothing owed to bob: it was never sent

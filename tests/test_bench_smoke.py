@@ -27,7 +27,7 @@ def run_loadgen(tmp_path, *args: str) -> dict:  # type: ignore[no-untyped-def]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll"])
+@pytest.mark.parametrize("transport", ["ws", "sse", "longpoll", "poll"])
 def test_loadgen_reports_zero_lost(tmp_path, transport):
     record = run_loadgen(tmp_path, "--transport", transport, "--scenario", "direct",
                          "--users", "6", "--rate", "20", "--duration", "2")
