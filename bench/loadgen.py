@@ -347,7 +347,10 @@ class Run:
 
     async def send_while_offline(self, sender: User, conv: Conv) -> None:
         """Storm: the sender's socket is closed, so send over plain HTTP."""
-        conn = self.conns[sender.uid]
+        conn = self.conns.get(sender.uid)
+        if conn is None:
+            await self.send_one(sender, conv)  # counted as never connected
+            return
         saved, conn.ws = conn.ws, None
         try:
             await self.send_one(sender, conv)

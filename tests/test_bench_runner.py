@@ -215,6 +215,7 @@ def test_a_user_that_never_connected_is_a_send_error_not_a_crash():
     run = loadgen.Run(loadgen.parse_args(["--port", "1"]))
     alice, bob = User(1, "t1"), User(2, "t2")
     asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
-    assert run.ledger.errors == 1 and run.ledger.acked == 0
+    asyncio.run(run.send_while_offline(alice, Conv(7, [alice, bob])))  # the storm's send
+    assert run.ledger.errors == 2 and run.ledger.acked == 0
     assert run.ledger.last_error == "user 1 never connected"
     assert run.ledger.expected() == 0  # nothing owed to bob: it was never sent
