@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import procstat
 from bench.targets import TARGETS, Connection, Conv, Target, User
+from bench.wire import HttpError
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -120,7 +121,8 @@ class Run:
                         self.conns[user.uid] = await asyncio.wait_for(self.target.connect(
                             user, self.args.transport, self.ledger.on_text, resume=prev), 30)
                         return
-                    except (TimeoutError, OSError, RuntimeError, ValueError) as err:
+                    except (TimeoutError, OSError, RuntimeError, ValueError,
+                            HttpError) as err:
                         self.ledger.last_error = repr(err)[:200]
                         await asyncio.sleep(0.2 * (attempt + 1))
                 failures += 1
@@ -148,7 +150,8 @@ class Run:
         try:
             await asyncio.wait_for(self.target.send(conn, conv, key, f"{key} {now}"), 30)
             self.ledger.acked += 1
-        except (TimeoutError, OSError, RuntimeError, ValueError) as err:
+        except (TimeoutError, OSError, RuntimeError, ValueError, HttpError) as err:
+            # HttpError: an overloaded server's 503, for one
             self.ledger.errors += 1
             self.ledger.last_error = repr(err)[:200]
             del self.ledger.sent[key]

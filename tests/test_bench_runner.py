@@ -219,3 +219,24 @@ def test_a_user_that_never_connected_is_a_send_error_not_a_crash():
     assert run.ledger.errors == 2 and run.ledger.acked == 0
     assert run.ledger.last_error == "user 1 never connected"
     assert run.ledger.expected() == 0  # nothing owed to bob: it was never sent
+
+
+def test_an_http_error_answer_to_a_send_is_a_send_error():
+    """An overloaded server answers some sends 503: counted, and the run goes on."""
+    import asyncio
+
+    from bench import loadgen
+    from bench.targets import Conv, User
+    from bench.wire import HttpError
+
+    class Refusing:
+        async def send(self, conn, conv, key, text):  # type: ignore[no-untyped-def]
+            raise HttpError(503, b'{"error":{"code":"unavailable"}}')
+
+    run = loadgen.Run(loadgen.parse_args(["--port", "1"]))
+    run.target = Refusing()  # type: ignore[assignment]
+    alice, bob = User(1, "t1"), User(2, "t2")
+    run.conns[1] = object()  # type: ignore[assignment]
+    asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
+    assert run.ledger.errors == 1 and "HTTP 503" in run.ledger.last_error
+    assert run.ledger.expected() == 0
