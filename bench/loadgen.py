@@ -339,6 +339,7 @@ class Run:
                         "drain_s": round(drained, 2)}
             res.update(await self.measured(body, users))
         res.update({"acked": self.ledger.acked, "send_errors": self.ledger.errors,
+                    "poll_retries": self.target.retried,
                     "shed": self.ledger.shed, "expected": self.ledger.expected(),
                     "delivered": self.ledger.delivered, "lost": self.ledger.lost(),
                     "duplicates": self.ledger.duplicates, "last_error": self.ledger.last_error,

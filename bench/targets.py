@@ -75,6 +75,7 @@ class Target:
         self.port = port
         self.pool = HttpPool(port, pool_size)
         self.poll_interval = poll_interval
+        self.retried = 0  # polls answered 408/429/5xx and asked again (Switchboard's)
 
     async def make_users(self, count: int, concurrency: int = 32,
                          progress: Callable[[int], None] | None = None) -> list[User]:
@@ -232,12 +233,21 @@ class Switchboard(Target):
             own = f"&own_prefix={self._send_prefix(user)}" if wait else ""
 
             async def read_polls() -> None:
+                failures = 0
                 while True:
                     resp = await conn.http.request(
                         "GET", f"/v1/events?cursor={conn.cursor}&wait={wait}&limit=500{own}",
                         self._auth(user))
+                    if resp.status in (408, 429) or resp.status >= 500:
+                        # As the SDK does: an overloaded server's answer is retried with
+                        # the same cursor after a doubling backoff, not the end of a client.
+                        failures += 1
+                        self.retried += 1
+                        await asyncio.sleep(min(15.0, 0.5 * 2 ** (failures - 1)))
+                        continue
                     if resp.status != 200:
                         raise HttpError(resp.status, resp.body)
+                    failures = 0
                     body = resp.json()
                     for event in body["events"]:
                         self._deliver(conn, event, on_text)

@@ -240,3 +240,49 @@ def test_an_http_error_answer_to_a_send_is_a_send_error():
     asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
     assert run.ledger.errors == 1 and "HTTP 503" in run.ledger.last_error
     assert run.ledger.expected() == 0
+
+
+def test_a_poll_answered_503_is_asked_again_with_the_same_cursor():
+    """As the SDK does, the load generator's poller retries an overloaded server's
+    503 with the same cursor instead of ending: else every event after it counts as
+    lost though the server still holds it (the first matrix run over polling)."""
+    import asyncio
+
+    from bench.targets import Switchboard, User
+
+    asked: list[str] = []
+
+    async def serve(reader, writer):  # type: ignore[no-untyped-def]
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            path = head.split(b" ")[1].decode()
+            asked.append(path)
+            if "cursor=c0" in path and asked.count(path) == 1:
+                status, body = "503 Service Unavailable", b'{"error":{"code":"unavailable"}}'
+            elif "cursor=c0" in path:
+                body = json.dumps({"cursor": "c1", "events": [
+                    {"id": "c1", "type": "message.created", "data": {"text": "k1 5"}}]}).encode()
+                status = "200 OK"
+            else:
+                cursor = "c0" if "cursor" not in path else "c1"
+                status, body = "200 OK", json.dumps({"cursor": cursor, "events": []}).encode()
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+
+    async def scenario() -> list[str]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        target = Switchboard(server.sockets[0].getsockname()[1], poll_interval=0.01)
+        got: list[str] = []
+        conn = await target.connect(User(1, "t"), "poll", lambda user, text: got.append(text))
+        for _ in range(300):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        conn.close()
+        server.close()
+        assert target.retried == 1
+        return got
+
+    assert asyncio.run(scenario()) == ["k1 5"]
+    retried = [p for p in asked if "cursor=c0" in p]
+    assert len(retried) == 2 and retried[0] == retried[1]
