@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark table with one command. Prints each command line it runs.
-#   bash bench/run_all.sh [--profile quick|full] [--only CONFIG] [--scenario NAME] ...
+#   bash bench/run_all.sh [--profile quick|matrix|full] [--only CONFIG] [--scenario NAME] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)" || true   # 10,000 connections need more than the default 1024
