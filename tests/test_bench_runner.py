@@ -12,6 +12,16 @@ import pytest
 from bench import run_all
 
 
+def run_async(coro):  # type: ignore[no-untyped-def]
+    """``asyncio.run`` on a thread of its own: in the whole suite an earlier test (the
+    browser's sync API) leaves an event loop running on the main thread."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 class RecordedServer:
     def __init__(self, name: str, log: list[tuple[str, ...]]) -> None:
         self.name = name
@@ -207,15 +217,14 @@ def test_the_pivot_puts_each_scenario_in_a_table_of_configs_by_transports(tmp_pa
 def test_a_user_that_never_connected_is_a_send_error_not_a_crash():
     """On an overloaded server some users' connection attempts all fail; a scenario that
     later sends from such a user (the idle probe) counts an error and goes on."""
-    import asyncio
 
     from bench import loadgen
     from bench.targets import Conv, User
 
     run = loadgen.Run(loadgen.parse_args(["--port", "1"]))
     alice, bob = User(1, "t1"), User(2, "t2")
-    asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
-    asyncio.run(run.send_while_offline(alice, Conv(7, [alice, bob])))  # the storm's send
+    run_async(run.send_one(alice, Conv(7, [alice, bob])))
+    run_async(run.send_while_offline(alice, Conv(7, [alice, bob])))  # the storm's send
     assert run.ledger.errors == 2 and run.ledger.acked == 0
     assert run.ledger.last_error == "user 1 never connected"
     assert run.ledger.expected() == 0  # nothing owed to bob: it was never sent
@@ -223,7 +232,6 @@ def test_a_user_that_never_connected_is_a_send_error_not_a_crash():
 
 def test_an_http_error_answer_to_a_send_is_a_send_error():
     """An overloaded server answers some sends 503: counted, and the run goes on."""
-    import asyncio
 
     from bench import loadgen
     from bench.targets import Conv, User
@@ -237,7 +245,7 @@ def test_an_http_error_answer_to_a_send_is_a_send_error():
     run.target = Refusing()  # type: ignore[assignment]
     alice, bob = User(1, "t1"), User(2, "t2")
     run.conns[1] = object()  # type: ignore[assignment]
-    asyncio.run(run.send_one(alice, Conv(7, [alice, bob])))
+    run_async(run.send_one(alice, Conv(7, [alice, bob])))
     assert run.ledger.errors == 1 and "HTTP 503" in run.ledger.last_error
     assert run.ledger.expected() == 0
 
@@ -253,6 +261,12 @@ def test_a_poll_answered_503_is_asked_again_with_the_same_cursor():
     asked: list[str] = []
 
     async def serve(reader, writer):  # type: ignore[no-untyped-def]
+        try:
+            await answer(reader, writer)
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
+            writer.close()  # the client went away
+
+    async def answer(reader, writer):  # type: ignore[no-untyped-def]
         while head := await reader.readuntil(b"\r\n\r\n"):
             path = head.split(b" ")[1].decode()
             asked.append(path)
@@ -283,6 +297,6 @@ def test_a_poll_answered_503_is_asked_again_with_the_same_cursor():
         assert target.retried == 1
         return got
 
-    assert asyncio.run(scenario()) == ["k1 5"]
+    assert run_async(scenario()) == ["k1 5"]
     retried = [p for p in asked if "cursor=c0" in p]
     assert len(retried) == 2 and retried[0] == retried[1]
