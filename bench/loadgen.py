@@ -32,6 +32,10 @@ from bench import procstat
 from bench.targets import TARGETS, Connection, Conv, Target, User
 from bench.wire import HttpError
 
+# What a connect or a send may meet on a live server, an overloaded one included (its
+# 503 is an HttpError): counted as an error of the run, never a crash of it.
+RUN_ERRORS = (TimeoutError, OSError, RuntimeError, ValueError, HttpError)
+
 
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
@@ -121,8 +125,7 @@ class Run:
                         self.conns[user.uid] = await asyncio.wait_for(self.target.connect(
                             user, self.args.transport, self.ledger.on_text, resume=prev), 30)
                         return
-                    except (TimeoutError, OSError, RuntimeError, ValueError,
-                            HttpError) as err:
+                    except RUN_ERRORS as err:
                         self.ledger.last_error = repr(err)[:200]
                         await asyncio.sleep(0.2 * (attempt + 1))
                 failures += 1
@@ -150,8 +153,7 @@ class Run:
         try:
             await asyncio.wait_for(self.target.send(conn, conv, key, f"{key} {now}"), 30)
             self.ledger.acked += 1
-        except (TimeoutError, OSError, RuntimeError, ValueError, HttpError) as err:
-            # HttpError: an overloaded server's 503, for one
+        except RUN_ERRORS as err:
             self.ledger.errors += 1
             self.ledger.last_error = repr(err)[:200]
             del self.ledger.sent[key]
